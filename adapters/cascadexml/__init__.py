@@ -1,0 +1,1 @@
+"""The cascadexml backbone adapter for lever (install extra: `lever-xc[cascadexml]`)."""

@@ -1,0 +1,1 @@
+"""The elias backbone adapter for lever (install extra: `lever-xc[elias]`)."""

@@ -1,0 +1,1 @@
+"""The renee backbone adapter for lever (install extra: `lever-xc[renee]`)."""

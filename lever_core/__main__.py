@@ -1,0 +1,5 @@
+import sys
+
+from lever.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""XC evaluation metrics."""

@@ -1,0 +1,81 @@
+"""Typed parameter dataclasses in the PECOS style: every stage's settings are one dataclass that
+can dump a full JSON skeleton, load one back strictly (unknown keys are errors), and be saved
+beside a run's results as its resolved config."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lever.utils.atomic import write_json_atomic
+
+P = TypeVar("P", bound="Params")
+
+
+class ParamsError(ValueError):
+    """A parameter file or dict does not match the dataclass it is loaded into."""
+
+
+@dataclasses.dataclass
+class Params:
+    """Base class: subclass with ``@dataclasses.dataclass`` and typed fields with defaults."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.to_dict() if isinstance(v, Params) else _plain(v)
+        return out
+
+    @classmethod
+    def from_dict(cls: type[P], d: dict[str, Any], *, source: str = "<dict>") -> P:
+        if not isinstance(d, dict):
+            raise ParamsError(f"{source}: expected a JSON object for {cls.__name__}, got {type(d).__name__}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ParamsError(
+                f"{source}: unknown field(s) {unknown} for {cls.__name__}; expected a subset of {sorted(names)}"
+            )
+        kwargs = {}
+        for key, value in d.items():
+            hint = hints.get(key)
+            if isinstance(hint, type) and issubclass(hint, Params) and isinstance(value, dict):
+                value = hint.from_dict(value, source=f"{source}.{key}")
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def skeleton(cls) -> str:
+        """A full JSON config with every default filled in, ready to edit."""
+        return json.dumps(cls().to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def load(cls: type[P], path: str | Path) -> P:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ParamsError(f"{path}: parameter file not found") from None
+        except json.JSONDecodeError as e:
+            raise ParamsError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+        return cls.from_dict(data, source=str(path))
+
+    def save(self, path: str | Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    def replace(self: P, **changes: Any) -> P:
+        """Copy with the given fields changed; ``None`` values are ignored (unset CLI flags)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, tuple):
+        return list(v)
+    return v

@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny random 2-layer BERT (so encoder tests never need real weights) and the
+offline MiniLM path for the few real-encoder integration tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A plain Hugging Face folder: 2-layer BERT, hidden 32, random weights, MiniLM's vocabulary."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from lever.encoders import default_encoder_path
+
+    out = tmp_path_factory.mktemp("tiny_bert")
+    tok = BertTokenizerFast(vocab_file=str(Path(default_encoder_path()) / "vocab.txt"), do_lower_case=True)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    from lever.encoders import default_encoder_path
+
+    return default_encoder_path()
+
+
+def wordnet_dir() -> Path | None:
+    """Where WordNet 3.0's dict files are, if anywhere (same search as lever.data.wordnet)."""
+    for cand in (os.environ.get("WNHOME"), "/usr/share/wordnet"):
+        if cand and (Path(cand) / "data.noun").exists():
+            return Path(cand)
+        if cand and (Path(cand) / "dict" / "data.noun").exists():
+            return Path(cand) / "dict"
+    return None
+
+
+requires_wordnet = pytest.mark.skipif(wordnet_dir() is None, reason="WordNet 3.0 not installed (apt-get install wordnet-base)")
