@@ -11,6 +11,8 @@ from lever._version import __version__
 
 _LAZY = {
     "XCDataset": "lever.data",
+    "SoftLabels": "lever.soft_labels",
+    "wrap": "lever.wrapper",
 }
 
 
@@ -20,4 +22,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'lever' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["SoftLabels", "XCDataset", "__version__", "wrap"]

@@ -13,6 +13,9 @@ from lever._version import __version__
 COMMAND_MODULES = [
     "lever.data.cli",  # lever data build|stats
     "lever.metrics.cli",  # lever eval
+    "lever.teacher.cli",  # lever teacher train|eval
+    "lever.soft_labels.cli",  # lever soft-labels build|stats|zero-shot-teacher
+    "lever.train.cli",  # lever train|predict
 ]
 
 

@@ -48,13 +48,19 @@ def resolve_encoder_path(name_or_path: str | os.PathLike | None) -> str:
 def load_sentence_encoder(name_or_path: str | os.PathLike | None = None, device: str = "cpu"):
     """A ``SentenceTransformer`` from a local folder. Plain HF folders get mean pooling, no
     normalisation layer: callers normalise explicitly so that every encoder is treated alike."""
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+
+    try:  # sentence-transformers >= 6 moved the modules; older releases keep `models`
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:
+        from sentence_transformers.models import Pooling, Transformer
 
     path = resolve_encoder_path(name_or_path)
     if (Path(path) / "modules.json").exists():
         return SentenceTransformer(path, device=device)
-    word = models.Transformer(path)
-    pool = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    word = Transformer(path)
+    dim = getattr(word, "get_embedding_dimension", None) or word.get_word_embedding_dimension
+    pool = Pooling(dim(), pooling_mode="mean")
     return SentenceTransformer(modules=[word, pool], device=device)
 
 
@@ -86,11 +92,13 @@ def cached_embeddings(
     encoder_path: str | os.PathLike | None = None,
     batch_size: int = 256,
     device: str = "cpu",
+    max_len: int | None = None,
 ) -> np.ndarray:
     """Frozen-encoder embeddings computed once and memory-mapped afterwards.
 
     The cache is keyed by the encoder and a hash of the texts (kept in ``<cache_file>.json``), so a
-    changed dataset or encoder recomputes instead of silently reusing stale rows.
+    changed dataset or encoder recomputes instead of silently reusing stale rows. ``max_len``
+    truncates texts to that many tokens (default: the encoder's own limit).
     """
     import json
 
@@ -99,6 +107,8 @@ def cached_embeddings(
     cache_file = Path(cache_file)
     resolved = resolve_encoder_path(encoder_path)
     key = {"encoder": resolved, "n": len(texts), "texts_sha256": texts_fingerprint(texts)}
+    if max_len is not None:
+        key["max_len"] = int(max_len)
     meta_file = cache_file.with_name(cache_file.name + ".json")
     if cache_file.exists() and meta_file.exists():
         try:
@@ -106,7 +116,10 @@ def cached_embeddings(
                 return np.load(cache_file, mmap_mode="r")
         except json.JSONDecodeError:
             pass  # a damaged key file means recompute, never trust the cache
-    emb = embed_texts(load_sentence_encoder(resolved, device=device), texts, batch_size=batch_size)
+    encoder = load_sentence_encoder(resolved, device=device)
+    if max_len is not None:
+        encoder.max_seq_length = int(max_len)
+    emb = embed_texts(encoder, texts, batch_size=batch_size)
     with atomic_path(cache_file, suffix=".npy") as tmp:
         np.save(tmp, emb)
     write_json_atomic(meta_file, key)

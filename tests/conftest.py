@@ -44,6 +44,17 @@ def minilm_path() -> str:
     return default_encoder_path()
 
 
+@pytest.fixture(scope="session")
+def tiny_xc_dir(tmp_path_factory) -> Path:
+    """A small synthetic XC dataset folder (200 train, 60 test, 40 labels, skewed label
+    frequencies, readable texts, a test filter), in the Renée/LEVER layout. Treat as read-only."""
+    from lever.data import synthetic_dataset, write_dataset
+
+    out = tmp_path_factory.mktemp("tiny_xc") / "tiny-synthetic"
+    write_dataset(out, **synthetic_dataset(200, 60, 40, seed=0))
+    return out
+
+
 def wordnet_dir() -> Path | None:
     """Where WordNet 3.0's dict files are, if anywhere (same search as lever.data.wordnet)."""
     for cand in (os.environ.get("WNHOME"), "/usr/share/wordnet"):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 from lever.encoders import cached_embeddings, load_sentence_encoder, resolve_encoder_path
 from lever.utils.atomic import atomic_path
@@ -18,10 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.txt"
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash")
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
     with atomic_path(target) as tmp:

@@ -10,6 +10,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from typing_extensions import Self
+
 from lever.utils.atomic import write_json_atomic
 
 P = TypeVar("P", bound="Params")
@@ -31,7 +33,7 @@ class Params:
         return out
 
     @classmethod
-    def from_dict(cls: type[P], d: dict[str, Any], *, source: str = "<dict>") -> P:
+    def from_dict(cls, d: dict[str, Any], *, source: str = "<dict>") -> Self:
         if not isinstance(d, dict):
             raise ParamsError(f"{source}: expected a JSON object for {cls.__name__}, got {type(d).__name__}")
         hints = typing.get_type_hints(cls)
@@ -55,7 +57,7 @@ class Params:
         return json.dumps(cls().to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def load(cls: type[P], path: str | Path) -> P:
+    def load(cls, path: str | Path) -> Self:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -68,7 +70,7 @@ class Params:
     def save(self, path: str | Path) -> None:
         write_json_atomic(path, self.to_dict())
 
-    def replace(self: P, **changes: Any) -> P:
+    def replace(self, **changes: Any) -> Self:
         """Copy with the given fields changed; ``None`` values are ignored (unset CLI flags)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 

@@ -1,0 +1,49 @@
+"""XC data formats, datasets and the built-in WordNet dataset.
+
+Names load on first use so that ``lever --help`` (which imports ``lever.data.cli``) does not pay
+for numpy/scipy.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "DatasetMeta": "lever.data.dataset",
+    "LabelAugmentedTrain": "lever.data.dataset",
+    "XCDataset": "lever.data.dataset",
+    "write_dataset": "lever.data.dataset",
+    "JsonCorpus": "lever.data.formats",
+    "XCFormatError": "lever.data.formats",
+    "binarize": "lever.data.formats",
+    "read_filter": "lever.data.formats",
+    "read_json_corpus": "lever.data.formats",
+    "read_legacy": "lever.data.formats",
+    "read_matrix": "lever.data.formats",
+    "read_npz": "lever.data.formats",
+    "read_sparse_text": "lever.data.formats",
+    "read_texts": "lever.data.formats",
+    "write_filter": "lever.data.formats",
+    "write_json_corpus": "lever.data.formats",
+    "write_legacy": "lever.data.formats",
+    "write_matrix": "lever.data.formats",
+    "write_npz": "lever.data.formats",
+    "write_sparse_text": "lever.data.formats",
+    "write_texts": "lever.data.formats",
+    "synthetic_dataset": "lever.data.synthetic",
+    "dataset_stats": "lever.data.stats",
+    "build_wordnet_dataset": "lever.data.wordnet",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lever.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = list(_LAZY)

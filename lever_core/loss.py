@@ -1,0 +1,433 @@
+"""The LEVER loss: binary cross-entropy against sparse soft targets.
+
+BCE-with-logits is affine in its target, ``BCE(t, z) = softplus(z) − t·z``, so the paper's two-term
+objective (Eq. 6) is one BCE against a mixed target::
+
+    λ·BCE(y, z) + (1−λ)·BCE(p̂, z) = BCE(t, z),   t = λ·y + (1−λ)·p̂,   ∂/∂z = σ(z) − t
+
+``y`` is the ground truth, ``p̂`` the teacher's calibrated score on the pairs the soft labels store
+(0 elsewhere). ``t`` is non-zero only on the union of positives and teacher entries, so it is kept
+sparse (:class:`SparseTargets`) and the loss is written as ``Σ softplus(z) − Σ_S t·z`` over its
+support ``S``: no dense target is ever built.
+
+Target modes (:func:`soft_targets`):
+
+* ``mix`` (default; Eq. 6): ``t = λ·y + (1−λ)·p̂``; a positive the teacher did not score gets λ.
+* ``augment`` (the released LEVER code's recipe, which feeds an augmented label matrix to an
+  unchanged backbone): the union of positives at 1 and teacher entries at their score,
+  ``t = max(y, p̂)``; λ is not used.
+
+Three forms give the same numbers:
+
+* :class:`LeverBCELoss`: dense logits ``[B, L]`` (autograd);
+* :class:`LeverShortlistBCELoss`: shortlisted logits ``[B, K]`` with their label ids; targets are
+  looked up for the shortlist, target entries outside it are ignored;
+* :class:`LeverFusedBCE`: for backbones with a hand-written classifier backward (Renée): turns
+  ``σ(z)`` into ``∂L/∂z`` in place, and gives the loss value from the probabilities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lever.utils.params import Params, ParamsError
+
+MODES = ("mix", "augment")
+REDUCTIONS = ("sum", "mean")
+
+
+@dataclasses.dataclass
+class SparseTargets:
+    """Soft targets of one batch as COO triplets; every entry not listed is 0.
+
+    ``rows`` are batch-local (0 .. B−1), ``cols`` label ids (0 .. L−1), ``vals`` the targets;
+    ``shape`` is ``(B, L)``. Duplicate (row, col) entries are allowed and mean their sum (the
+    loss forms accumulate them); ``coalesced`` records that there are none and entries are sorted
+    by (row, col). ``positive`` (bool, optional) marks ground-truth entries, so code that must keep
+    hard and soft labels apart (forcing positives into a shortlist before teacher labels) can.
+    """
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    vals: torch.Tensor
+    shape: tuple[int, int]
+    coalesced: bool = False
+    positive: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.shape = (int(self.shape[0]), int(self.shape[1]))
+        n = self.rows.numel()
+        shapes = [self.rows.shape, self.cols.shape, self.vals.shape]
+        if self.positive is not None:
+            shapes.append(self.positive.shape)
+        if self.rows.dim() != 1 or any(s != self.rows.shape for s in shapes):
+            raise ValueError(
+                f"SparseTargets: rows, cols, vals (and positive) must be 1-d of one length; got "
+                f"shapes {[tuple(s) for s in shapes]}"
+            )
+        if n and self.rows.device.type == "cpu":  # checked where it is built; a GPU check would sync
+            if int(self.rows.min()) < 0 or int(self.rows.max()) >= self.shape[0]:
+                raise ValueError(f"SparseTargets: row index outside [0, {self.shape[0]})")
+            if int(self.cols.min()) < 0 or int(self.cols.max()) >= self.shape[1]:
+                raise ValueError(f"SparseTargets: column index outside [0, {self.shape[1]})")
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_csr(cls, csr: sp.spmatrix, positives: sp.spmatrix | None = None) -> SparseTargets:
+        """Targets from a batch × labels scipy matrix (duplicates are summed); ``positives``
+        (same shape) marks which entries are ground truth."""
+        csr = sp.csr_matrix(csr, dtype=np.float32)
+        csr.sum_duplicates()
+        coo = csr.tocoo()
+        positive = None
+        if positives is not None:
+            pos = sp.csr_matrix(positives, dtype=np.float32).tocoo()
+            nz = pos.data != 0
+            pos_keys = pos.row[nz].astype(np.int64) * csr.shape[1] + pos.col[nz]
+            keys = coo.row.astype(np.int64) * csr.shape[1] + coo.col
+            positive = torch.from_numpy(np.isin(keys, pos_keys))
+        return cls(
+            rows=torch.from_numpy(coo.row.astype(np.int64)),
+            cols=torch.from_numpy(coo.col.astype(np.int64)),
+            vals=torch.from_numpy(np.ascontiguousarray(coo.data, dtype=np.float32)),
+            shape=csr.shape,
+            coalesced=True,
+            positive=positive,
+        )
+
+    @property
+    def nnz(self) -> int:
+        return int(self.rows.numel())
+
+    def to(self, device: torch.device | str) -> SparseTargets:
+        if self.rows.device == torch.device(device):
+            return self
+        return self._map(lambda x: x.to(device, non_blocking=True))
+
+    def pin_memory(self) -> SparseTargets:
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, fn) -> SparseTargets:
+        return dataclasses.replace(
+            self, rows=fn(self.rows), cols=fn(self.cols), vals=fn(self.vals),
+            positive=None if self.positive is None else fn(self.positive),
+        )
+
+    # -- transforms -----------------------------------------------------------------------------
+    def coalesce(self) -> SparseTargets:
+        """Sum duplicate (row, col) entries and sort by (row, col)."""
+        if self.coalesced:
+            return self
+        keys = self.rows * self.shape[1] + self.cols
+        uniq, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+        vals = torch.zeros(uniq.numel(), dtype=self.vals.dtype, device=self.vals.device)
+        vals.index_add_(0, inverse, self.vals)
+        positive = None
+        if self.positive is not None:  # a pair is positive if any of its duplicates is
+            positive = torch.zeros(uniq.numel(), dtype=torch.bool, device=self.vals.device)
+            positive[inverse[self.positive]] = True
+        return SparseTargets(uniq // self.shape[1], uniq % self.shape[1], vals, self.shape, True, positive)
+
+    def row_slice(self, start: int, stop: int) -> SparseTargets:
+        """Rows ``start .. stop−1`` re-based to 0 (micro-batches of one batch)."""
+        keep = (self.rows >= start) & (self.rows < stop)
+        return SparseTargets(
+            self.rows[keep] - start, self.cols[keep], self.vals[keep], (stop - start, self.shape[1]),
+            self.coalesced, None if self.positive is None else self.positive[keep],
+        )
+
+    def col_slice(self, start: int, stop: int) -> SparseTargets:
+        """Labels ``start .. stop−1`` re-based to 0 (a process's shard of the label columns)."""
+        keep = (self.cols >= start) & (self.cols < stop)
+        return SparseTargets(
+            self.rows[keep], self.cols[keep] - start, self.vals[keep], (self.shape[0], stop - start),
+            self.coalesced, None if self.positive is None else self.positive[keep],
+        )
+
+    def to_dense(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The dense ``[B, L]`` target (tests and small L only; the losses never build it)."""
+        out = torch.zeros(self.shape, dtype=dtype, device=self.vals.device)
+        out.index_put_((self.rows, self.cols), self.vals.to(dtype), accumulate=True)
+        return out
+
+    def lookup(self, label_ids: torch.Tensor) -> torch.Tensor:
+        """Targets at ``(b, label_ids[b, k])``: a ``[B, K]`` tensor, 0 where no entry exists and
+        for padding ids (``< 0`` or ``>= L``)."""
+        if label_ids.dim() != 2 or label_ids.shape[0] != self.shape[0]:
+            raise ValueError(
+                f"label ids must be [B={self.shape[0]}, K]; got shape {tuple(label_ids.shape)}"
+            )
+        t = self.to(label_ids.device).coalesce()
+        num_labels = self.shape[1]
+        out = torch.zeros(label_ids.shape, dtype=t.vals.dtype, device=label_ids.device)
+        if t.nnz == 0:
+            return out
+        valid = (label_ids >= 0) & (label_ids < num_labels)
+        batch = torch.arange(label_ids.shape[0], device=label_ids.device).unsqueeze(1)
+        query = batch * num_labels + label_ids.clamp(0, num_labels - 1)
+        keys = t.rows * num_labels + t.cols  # sorted, since coalesced
+        pos = torch.searchsorted(keys, query.reshape(-1)).clamp_(max=t.nnz - 1).view_as(query)
+        hit = valid & (keys[pos] == query)
+        return torch.where(hit, t.vals[pos], out)
+
+
+def _binary(csr: sp.csr_matrix) -> sp.csr_matrix:
+    out = csr.copy()
+    out.data = (out.data > 0).astype(np.float32)
+    out.eliminate_zeros()
+    return out
+
+
+def _check_mode_lam(mode: str, lam: float) -> None:
+    if mode not in MODES:
+        raise ValueError(f"LEVER target mode {mode!r}: expected one of {MODES}")
+    if not 0.0 <= float(lam) <= 1.0:
+        raise ValueError(f"LEVER λ (lam) = {lam!r}: expected a number in [0, 1]")
+
+
+def soft_targets(
+    row_ids: Sequence[int] | np.ndarray | torch.Tensor,
+    y_rows: sp.spmatrix,
+    soft_rows: sp.spmatrix | None = None,
+    lam: float = 0.5,
+    mode: str = "mix",
+) -> SparseTargets:
+    """The LEVER targets of a batch.
+
+    ``row_ids``: the batch's dataset row ids (used to name rows in errors); ``y_rows``: their
+    ground truth (CSR, B × L; stored values > 0 count as positives); ``soft_rows``: their teacher
+    scores (CSR, B × L, values in [0, 1], e.g. ``SoftLabels.rows(row_ids)``), or ``None`` for no
+    teacher, in which case the targets are ``y`` (plain BCE) in either mode.
+
+    ``mix``: ``t = λ·y + (1−λ)·p̂``; ``augment``: ``t = max(y, p̂)`` (positives at 1, teacher-only
+    entries at their score). Entries that come out 0 are dropped.
+    """
+    _check_mode_lam(mode, lam)
+    ids = np.asarray(row_ids.cpu() if isinstance(row_ids, torch.Tensor) else row_ids).reshape(-1)
+    if not sp.issparse(y_rows):
+        raise TypeError(f"y_rows: expected a scipy sparse matrix (B × L), got {type(y_rows).__name__}")
+    y = sp.csr_matrix(y_rows, dtype=np.float32)
+    if y.shape[0] != ids.size:
+        raise ValueError(f"y_rows has {y.shape[0]} rows but row_ids has {ids.size} ids")
+    y.sum_duplicates()
+    y = _binary(y)
+    if soft_rows is None:
+        return SparseTargets.from_csr(y, positives=y)
+    if not sp.issparse(soft_rows):
+        raise TypeError(
+            f"soft_rows: expected a scipy sparse matrix (B × L) or None, got {type(soft_rows).__name__}"
+        )
+    p = sp.csr_matrix(soft_rows, dtype=np.float32)
+    if p.shape != y.shape:
+        raise ValueError(
+            f"soft_rows shape {p.shape} differs from y_rows shape {y.shape}; both must be the "
+            "batch's rows × all labels"
+        )
+    p.sum_duplicates()
+    if p.nnz:
+        bad = ~np.isfinite(p.data) | (p.data < 0) | (p.data > 1)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            r = int(np.searchsorted(p.indptr, k, side="right") - 1)
+            raise ValueError(
+                f"soft label of dataset row {int(ids[r])}, label {int(p.indices[k])} is {p.data[k]}; "
+                "expected a teacher score in [0, 1]"
+            )
+    if mode == "mix":
+        t = (float(lam) * y + (1.0 - float(lam)) * p).tocsr()
+    else:
+        t = y.maximum(p).tocsr()
+    t.eliminate_zeros()
+    return SparseTargets.from_csr(t, positives=y)
+
+
+# ---------------------------------------------------------------------------------------------
+# Functional forms
+# ---------------------------------------------------------------------------------------------
+def _check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction {reduction!r}: expected one of {REDUCTIONS}")
+
+
+def lever_bce(logits: torch.Tensor, targets: SparseTargets, reduction: str = "mean") -> torch.Tensor:
+    """``Σ_{b,l} softplus(z_bl) − Σ_{(b,l)∈S} t_bl·z_bl`` over dense logits ``[B, L]``;
+    ``mean`` divides by ``B·L`` (as ``BCEWithLogitsLoss``), ``sum`` does not."""
+    _check_reduction(reduction)
+    if tuple(logits.shape) != targets.shape:
+        raise ValueError(f"logits shape {tuple(logits.shape)} differs from targets shape {targets.shape}")
+    z = logits.float()
+    t = targets.to(z.device)
+    total = F.softplus(z).sum() - torch.dot(t.vals, z[t.rows, t.cols])
+    return total / z.numel() if reduction == "mean" else total
+
+
+def lever_bce_shortlist(
+    logits: torch.Tensor,
+    label_ids: torch.Tensor,
+    targets: SparseTargets,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """BCE over a shortlist: logits ``[B, K]`` scored for ``label_ids [B, K]``. Target entries
+    outside the shortlist are ignored; padding ids (``< 0`` or ``>= L``) contribute nothing and
+    ``mean`` divides by the number of non-padding entries."""
+    _check_reduction(reduction)
+    if logits.shape != label_ids.shape:
+        raise ValueError(
+            f"shortlist logits {tuple(logits.shape)} and label ids {tuple(label_ids.shape)} differ in shape"
+        )
+    z = logits.float()
+    t = targets.lookup(label_ids.to(z.device))
+    valid = (label_ids >= 0) & (label_ids < targets.shape[1])
+    per_entry = torch.where(valid, F.softplus(z) - t * z, torch.zeros((), device=z.device))
+    total = per_entry.sum()
+    return total / valid.sum().clamp(min=1) if reduction == "mean" else total
+
+
+def fused_grad_(probs: torch.Tensor, targets: SparseTargets, scale: float = 1.0) -> torch.Tensor:
+    """Turn ``probs = σ(z)`` (``[B, L]``, any float dtype) into ``scale·(σ(z) − t)`` in place.
+
+    Duplicate (row, col) target entries accumulate (``index_put_(accumulate=True)``; a plain
+    advanced-index ``-=`` would apply only one of them)."""
+    if tuple(probs.shape) != targets.shape:
+        raise ValueError(f"probs shape {tuple(probs.shape)} differs from targets shape {targets.shape}")
+    t = targets.to(probs.device)
+    probs.index_put_((t.rows, t.cols), t.vals.neg().to(probs.dtype), accumulate=True)
+    if scale != 1.0:
+        probs.mul_(scale)
+    return probs
+
+
+@torch.no_grad()
+def loss_from_probs(
+    probs: torch.Tensor, targets: SparseTargets, reduction: str = "mean", chunk_rows: int = 64
+) -> torch.Tensor:
+    """The loss value from ``p = σ(z)`` without logits or a dense target:
+    ``Σ −log(1−p) − Σ_S t·logit(p)``. Works in float32 over ``chunk_rows`` rows at a time so
+    half-precision probabilities never get a full float32 copy. Exact up to the precision of
+    ``p`` (a saturated ``p`` is clamped one ulp away from 0 and 1)."""
+    _check_reduction(reduction)
+    if tuple(probs.shape) != targets.shape:
+        raise ValueError(f"probs shape {tuple(probs.shape)} differs from targets shape {targets.shape}")
+    eps = float(torch.finfo(probs.dtype).eps)
+    total = torch.zeros((), dtype=torch.float64, device=probs.device)
+    for start in range(0, probs.shape[0], chunk_rows):
+        # clamp (not clamp_): for float32 input .float() is the caller's tensor, not a copy
+        p = probs[start : start + chunk_rows].float().clamp(eps, 1.0 - eps)
+        total -= torch.log1p(p.neg_()).sum(dtype=torch.float64)  # softplus(z) = −log(1 − p)
+    t = targets.to(probs.device)
+    z_s = torch.logit(probs[t.rows, t.cols].float().clamp(eps, 1.0 - eps))
+    total -= torch.dot(t.vals.double(), z_s.double())
+    return (total / probs.numel() if reduction == "mean" else total).float()
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------------------------
+class LeverBCELoss(nn.Module):
+    """LEVER loss over dense logits ``z [B, L]`` and sparse soft targets ``t``::
+
+        loss = Σ_{b,l} softplus(z_bl) − Σ_{(b,l)∈S} t_bl·z_bl        (= Σ BCE(t, z))
+             = λ·Σ BCE(y, z) + (1−λ)·Σ BCE(p̂, z)                    (mix targets)
+
+    ``reduction='mean'`` divides by ``B·L`` like ``BCEWithLogitsLoss``; ``'sum'`` does not.
+    Autograd's gradient is ``σ(z) − t`` (divided by ``B·L`` for the mean).
+    """
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        _check_reduction(reduction)
+        self.reduction = reduction
+
+    def forward(self, logits: torch.Tensor, targets: SparseTargets) -> torch.Tensor:
+        return lever_bce(logits, targets, self.reduction)
+
+
+class LeverShortlistBCELoss(nn.Module):
+    """LEVER loss over a shortlist: logits ``z [B, K]`` scored for ``label_ids [B, K]``::
+
+        loss = Σ_{b,k valid} softplus(z_bk) − t(b, label_ids_bk)·z_bk
+
+    ``t(b, l)`` is looked up in the sparse targets (0 if absent); target entries for labels not in
+    the shortlist are ignored. Padding ids (``< 0`` or ``>= L``) are not valid entries;
+    ``'mean'`` divides by the number of valid entries.
+    """
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        _check_reduction(reduction)
+        self.reduction = reduction
+
+    def forward(self, logits: torch.Tensor, label_ids: torch.Tensor, targets: SparseTargets) -> torch.Tensor:
+        return lever_bce_shortlist(logits, label_ids, targets, self.reduction)
+
+
+class LeverFusedBCE(nn.Module):
+    """LEVER loss for a hand-written classifier backward: given ``p = σ(z) [B, L]``, ``forward``
+    returns the loss value (no autograd) and overwrites ``p`` with ``∂loss/∂z``::
+
+        loss = Σ −log(1 − p) − Σ_{(b,l)∈S} t_bl·logit(p_bl)
+        p   ←  (p − t) · s,     s = 1 (sum) or 1/(B·L) (mean)
+
+    The gradient is written with one ``index_put_(accumulate=True)`` over the target entries;
+    no dense target is built. Use :meth:`grad_` alone on steps where the loss is not logged.
+    """
+
+    def __init__(self, reduction: str = "sum"):
+        super().__init__()
+        _check_reduction(reduction)
+        self.reduction = reduction
+
+    def grad_(self, probs: torch.Tensor, targets: SparseTargets) -> torch.Tensor:
+        scale = 1.0 / probs.numel() if self.reduction == "mean" else 1.0
+        return fused_grad_(probs, targets, scale)
+
+    def loss_value(self, probs: torch.Tensor, targets: SparseTargets) -> torch.Tensor:
+        return loss_from_probs(probs, targets, self.reduction)
+
+    def forward(self, probs: torch.Tensor, targets: SparseTargets) -> torch.Tensor:
+        loss = self.loss_value(probs, targets)
+        self.grad_(probs, targets)
+        return loss
+
+
+@dataclasses.dataclass
+class LeverLossParams(Params):
+    """How the LEVER targets and loss are formed.
+
+    ``lam``: weight λ of the ground truth in ``t = λ·y + (1−λ)·p̂`` (the paper uses 0.5);
+    ``mode``: ``mix`` (Eq. 6) or ``augment`` (positives at 1 ∪ teacher entries at their score);
+    ``reduction``: ``sum`` or ``mean`` of the per-entry BCE.
+    """
+
+    lam: float = 0.5
+    mode: str = "mix"
+    reduction: str = "mean"
+
+    def validate(self) -> LeverLossParams:
+        try:
+            _check_mode_lam(self.mode, self.lam)
+            _check_reduction(self.reduction)
+        except ValueError as e:
+            raise ParamsError(f"LeverLossParams: {e}") from None
+        return self
+
+
+def as_csr_rows(matrix: Any, row_ids: np.ndarray) -> sp.csr_matrix | None:
+    """Rows of a soft-label source: a ``SoftLabels`` (``.rows``), a scipy matrix, or ``None``."""
+    if matrix is None:
+        return None
+    if hasattr(matrix, "rows") and callable(matrix.rows):
+        return matrix.rows(row_ids)
+    if sp.issparse(matrix):
+        return sp.csr_matrix(matrix)[np.asarray(row_ids, dtype=np.int64)]
+    raise TypeError(
+        f"soft labels: expected lever.SoftLabels, a scipy sparse matrix or None, got {type(matrix).__name__}"
+    )

@@ -1,0 +1,483 @@
+"""The training loop every backbone shares (``lever train``).
+
+Per optimizer step: this process's ``grad_accum`` micro-batches go through
+``Backbone.forward_backward`` (loss × 1/rows-in-global-batch, gradients accumulated), gradients are
+summed over processes, optionally clipped, and every parameter group's optimizer steps at
+``base lr × schedule(step)``. Every ``eval_every`` epochs rank 0 evaluates on the test split
+(filter applied) and appends the metrics to ``metrics.jsonl``; every epoch (and every
+``checkpoint_every_steps``) a checkpoint is written, from which a rerun of the same command resumes
+to the same result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from lever.train.backbone import (
+    AmpContext,
+    Backbone,
+    BuildContext,
+    ParamGroup,
+    get_backbone_class,
+    to_device,
+)
+from lever.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lever.train.distributed import (
+    DistEnv,
+    all_reduce_sum,
+    broadcast_parameters,
+    init_distributed,
+    shutdown_distributed,
+    sum_gradients,
+)
+from lever.train.params import RESUMABLE_CHANGES, TrainParams
+from lever.train.predict import predict_topk
+from lever.train.rows import BatchBuilder, GlobalBatchSampler, TrainRows
+from lever.train.schedule import lr_factor
+from lever.utils.params import ParamsError
+from lever.utils.seed import seed_everything
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: Path
+    epochs_done: int
+    finished: bool
+    metrics: dict[str, float] | None  # final test metrics (rank 0, when finished)
+
+
+def resolve_device(device: str, env: DistEnv) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and env.enabled:
+        device = f"cuda:{env.local_rank}"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+def load_train_rows(dataset, params: TrainParams) -> TrainRows:
+    """Docs (and with ``label_rows`` the label-as-datapoint rows) with their soft labels."""
+    if params.label_rows:
+        aug = dataset.with_label_rows()
+        Y, num_docs = aug.Y.tocsr(), aug.num_docs
+    else:
+        Y, num_docs = dataset.trn_Y.tocsr(), dataset.num_train
+    soft = None
+    if params.soft_labels:
+        from lever.soft_labels import SoftLabels
+
+        labels = SoftLabels.load(params.soft_labels, dataset=dataset)
+        soft = labels.csr if params.label_rows else labels.csr[:num_docs]
+        if soft.shape != Y.shape:
+            raise ValueError(
+                f"{params.soft_labels}: soft labels have shape {soft.shape}, but the training rows "
+                f"{'(docs + labels) ' if params.label_rows else '(docs only) '}have shape {Y.shape}"
+            )
+    return TrainRows(Y=Y, num_docs=num_docs, soft=soft)
+
+
+def build_optimizers(
+    groups: list[ParamGroup], params: TrainParams
+) -> list[tuple[str, torch.optim.Optimizer, float]]:
+    """One optimizer per group; returns ``(name, optimizer, base lr)``."""
+    unknown = sorted(set(params.group_lr) - {g.name for g in groups})
+    if unknown:
+        raise ParamsError(
+            f"TrainParams.group_lr names {unknown}; "
+            f"this backbone's groups are {[g.name for g in groups]}"
+        )
+    out = []
+    for g in groups:
+        lr = params.group_lr.get(g.name, params.lr if params.lr is not None else g.lr)
+        wd = params.weight_decay if params.weight_decay is not None else g.weight_decay
+        if g.optimizer == "sgd":
+            opt = torch.optim.SGD(g.params, lr=lr, momentum=g.momentum, weight_decay=wd)
+        elif g.optimizer == "adam":
+            opt = torch.optim.Adam(g.params, lr=lr, betas=g.betas, eps=g.eps, weight_decay=wd)
+        else:
+            opt = torch.optim.AdamW(g.params, lr=lr, betas=g.betas, eps=g.eps, weight_decay=wd)
+        out.append((g.name, opt, float(lr)))
+    return out
+
+
+def default_plugin_manager():
+    from lever.hooks import get_plugin_manager
+
+    return get_plugin_manager()
+
+
+def make_backbone(params: TrainParams, plugin_manager=None) -> Backbone:
+    cls = get_backbone_class(params.backbone, plugin_manager)
+    return cls(params.backbone_params)
+
+
+def _check_resumable(saved: Path, params: TrainParams) -> None:
+    old = json.loads(saved.read_text())
+    new = params.to_dict()
+    diff = sorted(
+        k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)
+    )
+    if diff:
+        details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+        raise RuntimeError(
+            f"{saved}: the run folder holds a checkpoint of a different configuration ({details}); "
+            "use a new --out folder, or repeat the original settings to resume"
+        )
+
+
+def evaluate_module(
+    backbone: Backbone, module, dataset, k: int, device, progress: bool, env: DistEnv | None = None
+) -> dict[str, float] | None:
+    """Test metrics (filter applied) on rank 0; ``None`` on the other ranks. Backbones with
+    ``collective_predict`` (model-parallel parts) predict on every rank together."""
+    from lever.metrics import evaluate, inverse_propensity
+
+    env = env or DistEnv()
+    result = None
+    if env.is_main or backbone.collective_predict:
+        indices, scores = predict_topk(
+            backbone,
+            module,
+            dataset.num_test,
+            dataset.num_labels,
+            k,
+            device,
+            exclude=dataset.tst_filter,
+            progress=progress and env.is_main,
+            desc="evaluate",
+        )
+        if env.is_main:
+            meta = dataset.meta
+            inv_prop = inverse_propensity(dataset.trn_Y, meta.propensity_a, meta.propensity_b)
+            result = evaluate(
+                dataset.tst_Y, (indices, scores), inv_prop, k=k, filter=dataset.tst_filter
+            )
+    env.barrier()
+    return result
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _iterate_steps(
+    sampler: GlobalBatchSampler, builder: BatchBuilder, epoch: int, start_step: int, workers: int
+):
+    """``(step, [Batch per micro-batch])``; with workers, DataLoader workers build the batches."""
+    items = [
+        (step, m, rows, n)
+        for step, micro, n in sampler.epoch(epoch, start_step)
+        for m, rows in enumerate(micro)
+    ]
+    if workers == 0:
+        batches = (builder(rows, n) for _, _, rows, n in items)
+    else:
+        loader = torch.utils.data.DataLoader(
+            _BuildDataset(items, builder),
+            batch_size=None,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=_identity,
+            persistent_workers=False,
+        )
+        batches = iter(loader)
+    current, bucket = None, []
+    for (step, m, _, _), batch in zip(items, batches):
+        if m == 0 and bucket:
+            yield current, bucket
+            bucket = []
+        current = step
+        bucket.append(batch)
+    if bucket:
+        yield current, bucket
+
+
+class _BuildDataset(torch.utils.data.Dataset):
+    def __init__(self, items, builder):
+        self.items, self.builder = items, builder
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        _, _, rows, n = self.items[i]
+        return self.builder(rows, n)
+
+
+def _identity(x):
+    return x
+
+
+def train(
+    params: TrainParams,
+    *,
+    stop_after_epochs: int | None = None,
+    progress: bool = True,
+    plugin_manager=None,
+) -> TrainResult:
+    """Train ``params.backbone`` on ``params.data`` into ``params.out``; resumes from the run
+    folder's latest checkpoint when there is one. ``stop_after_epochs`` ends this invocation after
+    that many epochs (checkpointed), e.g. for time-sliced jobs."""
+    from lever.data import XCDataset
+
+    params = params.validate()
+    plugin_manager = plugin_manager or default_plugin_manager()
+    backbone = make_backbone(params, plugin_manager)
+    # The saved config names every backbone setting, defaults included.
+    params = dataclasses.replace(params, backbone_params=backbone.params.to_dict())
+    run_dir = Path(params.out)
+    env = init_distributed(
+        params.device
+        if params.device != "auto"
+        else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    try:
+        device = resolve_device(params.device, env)
+        show = progress and env.is_main
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is not None:
+            _check_resumable(run_dir / "config.json", params)
+        dataset = XCDataset.load(params.data)
+        rows = load_train_rows(dataset, params)  # bad inputs fail before the run folder is made
+        if env.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            params.save(run_dir / "config.json")
+
+        seed_everything(params.seed)
+        cache_dir = Path(params.cache_dir) if params.cache_dir else run_dir / "cache"
+        ctx = BuildContext(dataset, rows, params, device, env, cache_dir, plugin_manager)
+        module = backbone.build(ctx).to(device)
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        broadcast_parameters(trainable, env)
+        optimizers = build_optimizers(backbone.param_groups(module), params)
+        amp = AmpContext(device, params.amp)
+        sampler = GlobalBatchSampler(
+            rows.num_rows,
+            params.batch_size,
+            env.world_size,
+            env.rank,
+            params.grad_accum,
+            params.seed,
+        )
+        builder = BatchBuilder(rows, backbone.batch_inputs, params.lam, params.mode, plugin_manager)
+        steps_per_epoch = sampler.steps_per_epoch()
+        total_steps = steps_per_epoch * params.epochs
+        # Different ranks draw different dropout masks; the init above was identical everywhere.
+        torch.manual_seed(params.seed * 1000 + 1 + env.rank)
+
+        epoch, start_step, global_step = 0, 0, 0
+        epoch_loss, epoch_steps = 0.0, 0
+        if ckpt is not None:
+            state = load_checkpoint(ckpt, module, env.rank, device)
+            if int(state["world_size"]) != env.world_size:
+                raise RuntimeError(
+                    f"{ckpt}: saved with {state['world_size']} processes, "
+                    f"resumed with {env.world_size}; "
+                    "the global batch would change, so resume with the same number of processes"
+                )
+            for (name, opt, _), saved in zip(optimizers, state["optimizers"]):
+                opt.load_state_dict(saved)
+            amp.scaler.load_state_dict(state["scaler"])
+            epoch, start_step, global_step = (
+                int(state["epoch"]),
+                int(state["next_step"]),
+                int(state["global_step"]),
+            )
+            epoch_loss, epoch_steps = float(state["epoch_loss"]), int(state["epoch_steps"])
+            if show:
+                print(f"resuming {run_dir} from {ckpt.name} (epoch {epoch + 1}, step {start_step})")
+
+        log_file = run_dir / "metrics.jsonl"
+        epochs_this_call = 0
+        t_epoch = time.time()
+
+        def checkpoint(next_epoch: int, next_step: int) -> None:
+            state = {
+                "epoch": next_epoch,
+                "next_step": next_step,
+                "global_step": global_step,
+                "epoch_loss": epoch_loss,
+                "epoch_steps": epoch_steps,
+                "optimizers": [opt.state_dict() for _, opt, _ in optimizers],
+                "scaler": amp.scaler.state_dict(),
+            }
+            save_checkpoint(run_dir, module, state, env.rank, env.world_size, env.barrier)
+
+        while epoch < params.epochs:
+            module.train()
+            backbone.on_epoch_start(module, epoch)
+            bar = tqdm(
+                total=steps_per_epoch,
+                initial=start_step,
+                desc=f"epoch {epoch + 1}/{params.epochs}",
+                disable=not show,
+                leave=False,
+            )
+            for step, micro in _iterate_steps(
+                sampler, builder, epoch, start_step, params.num_workers
+            ):
+                for _, opt, _ in optimizers:
+                    opt.zero_grad(set_to_none=True)
+                step_loss = 0.0
+                for batch in micro:
+                    if len(batch):
+                        step_loss += backbone.forward_backward(
+                            module, to_device(batch, device), amp
+                        )
+                sum_gradients(trainable, env)
+                factor = lr_factor(global_step, total_steps, params.warmup_steps, params.schedule)
+                for _, opt, base in optimizers:
+                    for group in opt.param_groups:
+                        group["lr"] = base * factor
+                if params.max_grad_norm > 0:
+                    for _, opt, _ in optimizers:
+                        amp.scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm)
+                for _, opt, _ in optimizers:
+                    amp.scaler.step(opt)
+                amp.scaler.update()
+                global_step += 1
+                step_loss = all_reduce_sum(step_loss, env, device)
+                epoch_loss += step_loss
+                epoch_steps += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{epoch_loss / epoch_steps:.4g}")
+                if (
+                    params.checkpoint_every_steps
+                    and global_step % params.checkpoint_every_steps == 0
+                    and step + 1 < steps_per_epoch
+                ):
+                    checkpoint(epoch, step + 1)
+            bar.close()
+
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "global_step": global_step,
+                "loss": epoch_loss / max(1, epoch_steps),
+                "lr": {name: opt.param_groups[0]["lr"] for name, opt, _ in optimizers},
+                "seconds": round(time.time() - t_epoch, 3),
+            }
+            last = epoch + 1 == params.epochs
+            if (epoch + 1) % params.eval_every == 0 or last:
+                test = evaluate_module(backbone, module, dataset, params.eval_k, device, show, env)
+                if test is not None:
+                    record["test"] = test
+            if env.is_main:
+                _append_jsonl(log_file, record)
+                if show:
+                    test = record.get("test", {})
+                    shown = " ".join(
+                        f"{k} {test[k]:.2f}"
+                        for k in ("P@1", "P@5", "PSP@1", "PSP@5", "C@5")
+                        if k in test
+                    )
+                    tqdm.write(f"epoch {epoch + 1}: loss {record['loss']:.5g} {shown}")
+            epoch += 1
+            start_step, epoch_loss, epoch_steps = 0, 0.0, 0
+            checkpoint(epoch, 0)
+            t_epoch = time.time()
+            epochs_this_call += 1
+            if (
+                stop_after_epochs is not None
+                and epochs_this_call >= stop_after_epochs
+                and epoch < params.epochs
+            ):
+                env.barrier()
+                return TrainResult(run_dir, epoch, False, None)
+
+        result = TrainResult(
+            run_dir,
+            epoch,
+            True,
+            _finish(run_dir, backbone, module, dataset, params, device, env, show),
+        )
+        env.barrier()  # nobody tears the process group down while another rank still uses it
+        return result
+    finally:
+        shutdown_distributed(env)
+
+
+def _finish(
+    run_dir: Path, backbone, module, dataset, params: TrainParams, device, env: DistEnv, show: bool
+):
+    """Rank 0 writes ``model.safetensors`` (the backbone's ``export_state_dict``, which every rank
+    calls) and the final test metrics ``metrics.json``."""
+    from safetensors.torch import save_file
+
+    from lever.utils.atomic import atomic_path, write_json_atomic
+
+    state = backbone.export_state_dict(module)
+    metrics = _last_test_metrics(run_dir / "metrics.jsonl", params.epochs) if env.is_main else None
+    if env.is_main:
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+        with atomic_path(run_dir / "model.safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata={"backbone": params.backbone})
+    # Normally the last epoch's evaluation is in the log; otherwise (log removed) redo it.
+    redo = all_reduce_sum(1.0 if env.is_main and metrics is None else 0.0, env, device) > 0
+    if redo:
+        metrics = evaluate_module(backbone, module, dataset, params.eval_k, device, show, env)
+    if env.is_main:
+        write_json_atomic(run_dir / "metrics.json", metrics)
+    env.barrier()
+    return metrics
+
+
+def _last_test_metrics(log_file: Path, epoch: int) -> dict[str, float] | None:
+    if not log_file.exists():
+        return None
+    found = None
+    for line in log_file.read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        if rec.get("epoch") == epoch and "test" in rec:
+            found = rec["test"]
+    return found
+
+
+def load_trained(
+    run_dir: str | Path,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    plugin_manager=None,
+):
+    """``(backbone, module, params, dataset)`` of a finished run, for prediction."""
+    from safetensors.torch import load_file
+
+    from lever.data import XCDataset
+
+    run_dir = Path(run_dir)
+    config = run_dir / "config.json"
+    weights = run_dir / "model.safetensors"
+    if not config.exists():
+        raise FileNotFoundError(f"{config}: not a run folder of lever train (no config.json)")
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights}: the run has not finished (no final model)")
+    params = TrainParams.load(config)
+    dataset = XCDataset.load(data_dir or params.data)
+    plugin_manager = plugin_manager or default_plugin_manager()
+    env = DistEnv()
+    dev = resolve_device(device, env)
+    backbone = make_backbone(params, plugin_manager)
+    cache_dir = Path(params.cache_dir) if params.cache_dir else run_dir / "cache"
+    module = backbone.build(
+        BuildContext(dataset, None, params, dev, env, cache_dir, plugin_manager)
+    ).to(dev)
+    try:
+        module.load_state_dict(load_file(str(weights), device=str(dev)), strict=True)
+    except RuntimeError as e:
+        raise RuntimeError(
+            f"{weights}: does not fit the backbone built for {dataset.root}: {e}"
+        ) from None
+    module.eval()
+    return backbone, module, params, dataset
+
+
+__all__ = ["TrainResult", "evaluate_module", "load_train_rows", "load_trained", "train"]

@@ -1,0 +1,151 @@
+"""Training rows, the sampler that deals them to processes, and the batches that carry them.
+
+A training row is a document, or (with label rows) a label used as a data point: rows
+``0 .. N-1`` are documents, row ``N + l`` is label ``l``. A batch carries the row ids and the sparse
+LEVER targets of those rows, so soft labels travel with the data and every process trains on
+exactly its own rows.
+
+Sampling is by *global step*: each epoch draws one seeded permutation of all rows, cuts it into
+global batches of ``batch_size × world_size × grad_accum`` rows, and hands micro-batch ``m`` of
+process ``r`` the slice ``m * world_size + r`` of that global batch. Any (epoch, step) can be
+regenerated from the seed alone, which is what makes resuming exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+@dataclasses.dataclass
+class TrainRows:
+    """What the loop trains on: ``Y`` (rows × L, binary CSR) and optional ``soft`` (same shape)."""
+
+    Y: sp.csr_matrix
+    num_docs: int
+    soft: sp.csr_matrix | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.Y.shape[0])
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.Y.shape[1])
+
+
+@dataclasses.dataclass
+class Batch:
+    """One process's micro-batch.
+
+    ``row_ids``: training-row ids (LongTensor [b]); ``targets``: ``lever.loss.SparseTargets`` with
+    batch-local rows; ``inputs``: whatever the backbone's ``batch_inputs`` returned for these rows;
+    ``loss_scale``: 1 / rows in the global batch; multiply the summed loss by it.
+    """
+
+    row_ids: torch.Tensor
+    targets: Any
+    inputs: Any
+    loss_scale: float
+
+    def __len__(self) -> int:
+        return int(self.row_ids.numel())
+
+
+class GlobalBatchSampler:
+    """Yields, per optimizer step, this process's ``grad_accum`` micro-batches of row ids."""
+
+    def __init__(
+        self,
+        num_rows: int,
+        batch_size: int,
+        world_size: int = 1,
+        rank: int = 0,
+        grad_accum: int = 1,
+        seed: int = 0,
+    ):
+        self.num_rows, self.batch_size = int(num_rows), int(batch_size)
+        self.world_size, self.rank, self.grad_accum = int(world_size), int(rank), int(grad_accum)
+        self.seed = int(seed)
+        self.global_batch = self.batch_size * self.world_size * self.grad_accum
+
+    def steps_per_epoch(self) -> int:
+        return -(-self.num_rows // self.global_batch)
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
+
+    def step_rows(
+        self, epoch: int, step: int, perm: np.ndarray | None = None
+    ) -> tuple[list[np.ndarray], int]:
+        """This process's micro-batches for ``(epoch, step)`` and the global batch's row count.
+
+        A short last global batch is split as evenly as possible; a slice may be empty."""
+        perm = self.permutation(epoch) if perm is None else perm
+        rows = perm[step * self.global_batch : (step + 1) * self.global_batch]
+        slices = np.array_split(rows, self.grad_accum * self.world_size)
+        mine = [slices[m * self.world_size + self.rank] for m in range(self.grad_accum)]
+        return mine, int(rows.size)
+
+    def epoch(self, epoch: int, start_step: int = 0):
+        perm = self.permutation(epoch)
+        for step in range(start_step, self.steps_per_epoch()):
+            yield step, *self.step_rows(epoch, step, perm)
+
+
+class BatchBuilder:
+    """Turns row ids into a ``Batch``: slices Y, asks the hooks for the teacher rows
+    (``lever_teacher_rows``) and the targets (``lever_targets``), and the backbone for the inputs.
+    Plain data and picklable callables, so it can run inside DataLoader workers."""
+
+    def __init__(
+        self,
+        rows: TrainRows,
+        batch_inputs: Callable[[np.ndarray], Any],
+        lam: float,
+        mode: str,
+        plugin_manager: Any = None,
+    ):
+        from lever.loss import LeverLossParams
+
+        self.rows, self.batch_inputs, self.pm = rows, batch_inputs, plugin_manager
+        # Backbones return losses summed over the batch; the loop scales by 1/global rows.
+        self.loss_params = LeverLossParams(lam=lam, mode=mode, reduction="sum").validate()
+
+    def targets(self, row_ids: np.ndarray):
+        from lever.loss import soft_targets
+
+        y_rows = self.rows.Y[row_ids]
+        soft_rows = None
+        if self.rows.soft is not None:
+            soft_rows = self._hook(
+                "lever_teacher_rows", row_ids=row_ids, soft_labels=self.rows.soft
+            )
+            if soft_rows is None:
+                soft_rows = self.rows.soft[row_ids]
+        lp = self.loss_params
+        targets = self._hook(
+            "lever_targets", row_ids=row_ids, y_rows=y_rows, soft_rows=soft_rows, params=lp
+        )
+        if targets is None:  # no plugin answered: the library default
+            targets = soft_targets(row_ids, y_rows, soft_rows, lp.lam, lp.mode)
+        return targets
+
+    def _hook(self, name: str, **kwargs):
+        if self.pm is None:
+            return None
+        return getattr(self.pm.hook, name)(**kwargs)
+
+    def __call__(self, row_ids: np.ndarray, global_rows: int) -> Batch:
+        row_ids = np.asarray(row_ids, dtype=np.int64)
+        return Batch(
+            row_ids=torch.from_numpy(row_ids),
+            targets=self.targets(row_ids),
+            inputs=self.batch_inputs(row_ids),
+            loss_scale=1.0 / max(1, global_rows),
+        )

@@ -1,0 +1,135 @@
+"""``lever.wrap``: train any classifier with the LEVER loss, predict with the classifier unchanged.
+
+::
+
+    model = lever.wrap(classifier, soft_labels, lam=0.5, mode="mix")
+    for inputs, row_ids in loader:                        # row_ids: dataset rows of the batch
+        loss = model.loss(inputs, row_ids, Y[row_ids])    # Y: training ground truth (CSR)
+        loss.backward(); optimizer.step(); optimizer.zero_grad()
+
+The adapter is chosen through the ``lever_adapter`` hook; targets are built by the
+``lever_teacher_rows`` and ``lever_targets`` hooks and the loss by ``lever_loss``. Calling the
+wrapped model without targets is calling the classifier, in train and eval mode alike, and
+``state_dict()`` is the classifier's own (same keys, same tensors), so weights saved from either
+load into the other and inference costs nothing extra.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pluggy
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from lever.hooks.adapter import Adapter
+from lever.hooks.manager import get_plugin_manager, select_adapter
+from lever.loss import LeverLossParams, SparseTargets
+
+CLASSIFIER = "classifier"
+
+
+class LeverWrapped(nn.Module):
+    """A classifier plus what it needs to train with the LEVER loss (see :func:`wrap`)."""
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        adapter: Adapter,
+        soft_labels: Any,
+        params: LeverLossParams,
+        plugin_manager: pluggy.PluginManager,
+    ):
+        super().__init__()
+        self.classifier = classifier
+        self.adapter = adapter
+        self.soft_labels = soft_labels
+        self.params = params
+        self.plugin_manager = plugin_manager
+        # Saved weights are the classifier's, so loading must accept its bare keys too (also when
+        # this module sits inside a bigger one and torch recurses with a prefix).
+        self.register_load_state_dict_pre_hook(_add_classifier_prefix)
+
+    # -- inference: exactly the classifier ----------------------------------------------------
+    def forward(self, *args: Any, row_ids: Any = None, y_rows: Any = None, targets: Any = None, **kwargs: Any):
+        """Without ``row_ids``/``targets``: ``classifier(*args, **kwargs)``, untouched. With them:
+        the LEVER loss of the one positional argument ``inputs`` (see :meth:`loss`); going
+        through ``forward`` keeps DistributedDataParallel's gradient synchronisation working."""
+        if row_ids is None and targets is None:
+            return self.classifier(*args, **kwargs)
+        if len(args) != 1 or kwargs:
+            raise TypeError("LEVER training call: pass exactly one positional `inputs` and row_ids/y_rows or targets")
+        if targets is None:
+            targets = self.targets(row_ids, y_rows)
+        return self.adapter.training_loss(args[0], targets, self.params, self.plugin_manager.hook)
+
+    # -- training -------------------------------------------------------------------------------
+    def loss(
+        self,
+        inputs: Any,
+        row_ids: Any = None,
+        y_rows: sp.spmatrix | None = None,
+        targets: SparseTargets | None = None,
+    ) -> torch.Tensor:
+        """The LEVER loss of one batch: ``inputs`` go to the classifier as in the plain loop,
+        ``row_ids`` are the batch's dataset rows (indices into the soft labels), ``y_rows`` their
+        ground truth (CSR, B × L). Pass prebuilt ``targets`` (:meth:`targets`, e.g. from a
+        DataLoader worker) instead of ``row_ids``/``y_rows`` to skip building them here."""
+        if targets is None and (row_ids is None or y_rows is None):
+            raise TypeError("loss(inputs, row_ids, y_rows) needs row_ids and y_rows, or targets=")
+        return self(inputs, row_ids=row_ids, y_rows=y_rows, targets=targets)
+
+    def targets(self, row_ids: Any, y_rows: sp.spmatrix) -> SparseTargets:
+        """The batch's sparse LEVER targets (CPU; picklable result)."""
+        ids = np.asarray(row_ids.cpu() if isinstance(row_ids, torch.Tensor) else row_ids, dtype=np.int64)
+        hook = self.plugin_manager.hook
+        soft_rows = hook.lever_teacher_rows(row_ids=ids, soft_labels=self.soft_labels)
+        targets = hook.lever_targets(row_ids=ids, y_rows=y_rows, soft_rows=soft_rows, params=self.params)
+        if targets is None:
+            raise RuntimeError("no lever_targets implementation returned targets")
+        return targets
+
+    # -- weights: exactly the classifier's ------------------------------------------------------
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self.classifier.state_dict(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (
+            f"adapter={self.adapter.name!r}, lam={self.params.lam}, mode={self.params.mode!r}, "
+            f"reduction={self.params.reduction!r}, teacher={'yes' if self.soft_labels is not None else 'no'}"
+        )
+
+
+def _add_classifier_prefix(module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+    inner = prefix + CLASSIFIER + "."
+    for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(inner)]:
+        state_dict[inner + key[len(prefix) :]] = state_dict.pop(key)
+
+
+def wrap(
+    classifier: nn.Module,
+    soft_labels: Any = None,
+    lam: float = 0.5,
+    mode: str = "mix",
+    reduction: str = "mean",
+    plugin_manager: pluggy.PluginManager | None = None,
+) -> LeverWrapped:
+    """Wrap ``classifier`` so it trains with the LEVER loss.
+
+    ``soft_labels``: a ``lever.SoftLabels`` (rows indexed by dataset row id), a scipy matrix of
+    the same layout, or ``None`` (plain BCE). ``lam``/``mode``/``reduction``: see
+    :class:`lever.loss.LeverLossParams`. ``plugin_manager`` defaults to
+    :func:`lever.hooks.get_plugin_manager` (built-ins plus installed adapters). Raises
+    :class:`lever.hooks.NoAdapterError` naming the installed adapters if none accepts the classifier.
+    """
+    params = LeverLossParams(lam=lam, mode=mode, reduction=reduction).validate()
+    if soft_labels is not None and not (hasattr(soft_labels, "rows") or sp.issparse(soft_labels)):
+        raise TypeError(
+            f"soft_labels: expected lever.SoftLabels, a scipy sparse matrix or None, got {type(soft_labels).__name__}"
+        )
+    pm = plugin_manager if plugin_manager is not None else get_plugin_manager()
+    adapter = select_adapter(classifier, pm)
+    return LeverWrapped(classifier, adapter, soft_labels, params, pm)
+
