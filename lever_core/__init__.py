@@ -5,9 +5,8 @@ Heavy submodules load on first use, so ``import lever`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-
 from lever._version import __version__
+from lever.utils.lazy import lazy_exports
 
 _LAZY = {
     "XCDataset": "lever.data",
@@ -16,10 +15,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lever' has no attribute {name!r}")
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = ["SoftLabels", "XCDataset", "__version__", "wrap"]

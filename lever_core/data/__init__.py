@@ -6,7 +6,7 @@ for numpy/scipy.
 
 from __future__ import annotations
 
-import importlib
+from lever.utils.lazy import lazy_exports
 
 _LAZY = {
     "DatasetMeta": "lever.data.dataset",
@@ -36,14 +36,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lever.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = list(_LAZY)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from lever.data.dataset import XCDataset
+from lever.utils.figures import pyplot, save_png
 
 
 def label_counts(ds: XCDataset) -> np.ndarray:
@@ -62,12 +63,8 @@ def format_stats(stats: dict) -> str:
 
 def plot_label_frequencies(ds: XCDataset, out_png: str | os.PathLike) -> Path:
     """Two panels: histogram of training points per label (log bins) and rank-frequency."""
-    import matplotlib
+    plt = pyplot()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from lever.utils.atomic import atomic_path
 
     counts = label_counts(ds)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -89,8 +86,4 @@ def plot_label_frequencies(ds: XCDataset, out_png: str | os.PathLike) -> Path:
     ax2.set_title("Rank-frequency")
     fig.suptitle(f"{ds.name}: {ds.num_train:,} train points, {ds.num_labels:,} labels")
     fig.tight_layout()
-    out_png = Path(out_png)
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return out_png
+    return save_png(fig, out_png)

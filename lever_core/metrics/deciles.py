@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lever.metrics.xc_metrics import XCMetrics
-from lever.utils.atomic import atomic_path
+from lever.utils.figures import pyplot, save_png
 
 
 def frequency_bins(train_counts: np.ndarray, num_bins: int = 10) -> np.ndarray:
@@ -104,10 +104,7 @@ def format_deciles(report: list[dict[str, Any]], k: int) -> str:
 
 def plot_deciles(report: list[dict[str, Any]], k: int, path: str | os.PathLike, title: str = "") -> None:
     """Save a PNG: PSP@k contribution and recall@k per frequency bin, head to tail."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     x = np.array([r["bin"] for r in report])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -124,6 +121,4 @@ def plot_deciles(report: list[dict[str, Any]], k: int, path: str | os.PathLike, 
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title or f"Per-decile analysis at k={k} (bins of equal training-positive mass)")
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)

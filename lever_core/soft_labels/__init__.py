@@ -5,9 +5,8 @@
 
 from __future__ import annotations
 
-import importlib
-
 from lever.soft_labels.labels import SoftLabels, SoftLabelsError
+from lever.utils.lazy import lazy_exports
 
 _LAZY = {
     "knn": "lever.soft_labels.knn",
@@ -21,10 +20,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lever.soft_labels' has no attribute {name!r}")
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = ["SoftLabels", "SoftLabelsError", *_LAZY.keys()]  # noqa: PLE0604

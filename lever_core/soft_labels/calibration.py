@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from lever.utils.figures import pyplot, save_png
+
 CALIBRATIONS = ("linear", "platt")
 
 
@@ -235,12 +237,8 @@ def save_reliability_diagram(
     title: str = "Teacher calibration",
 ) -> Path:
     """One PNG: reliability curves (observed positive rate vs mean p̂ per bin) and p̂ histograms."""
-    import matplotlib
+    plt = pyplot()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from lever.utils.atomic import atomic_path
 
     fig, (ax, axh) = plt.subplots(
         2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
@@ -262,8 +260,4 @@ def save_reliability_diagram(
     axh.set_ylabel("share of pairs")
     axh.set_yscale("log")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
