@@ -36,13 +36,34 @@ echo "== 3. soft labels"
 lever soft-labels stats "$SOFT" --data "$DATA"
 
 echo "== 4. student: $BACKBONE, $BACKBONE with label rows, $BACKBONE + LEVER"
-lever train --data "$DATA" --backbone "$BACKBONE" --out "$DEMO_DIR/$BACKBONE" --no-label-rows
-lever train --data "$DATA" --backbone "$BACKBONE" --out "$DEMO_DIR/${BACKBONE}_label_rows" --label-rows
-lever train --data "$DATA" --backbone "$BACKBONE" --out "$DEMO_DIR/${BACKBONE}_lever" --soft-labels "$SOFT"
+# Renée on CPU: frozen MiniLM embeddings (cached once, shared by the three runs) + a TF-IDF bag;
+# the settings bench/renee_wordnet.py uses on the 5k slice.
+TRAIN_FLAGS=(--cache-dir "$DEMO_DIR/cache" --seed 0)
+if [ "$BACKBONE" = "renee" ]; then
+    TRAIN_FLAGS+=(--epochs 5 --batch-size 64 --warmup-steps 20
+                  --bp lr_clf=1.0 --bp lr_enc=5e-3 --bp encoder.dropout=0.3)
+fi
+lever train --data "$DATA" --backbone "$BACKBONE" --out "$DEMO_DIR/$BACKBONE" --no-label-rows "${TRAIN_FLAGS[@]}"
+lever train --data "$DATA" --backbone "$BACKBONE" --out "$DEMO_DIR/${BACKBONE}_label_rows" --label-rows "${TRAIN_FLAGS[@]}"
+lever train --data "$DATA" --backbone "$BACKBONE" --out "$DEMO_DIR/${BACKBONE}_lever" --soft-labels "$SOFT" "${TRAIN_FLAGS[@]}"
 
 echo "== 5. tables"
-for run in "$BACKBONE" "${BACKBONE}_label_rows" "${BACKBONE}_lever"; do
+RUNS=("$BACKBONE" "${BACKBONE}_label_rows" "${BACKBONE}_lever")
+for run in "${RUNS[@]}"; do
     lever predict --run "$DEMO_DIR/$run" --data "$DATA" --out "$DEMO_DIR/$run/pred.npz"
     echo "-- $run"
     lever eval --data "$DATA" --pred "$DEMO_DIR/$run/pred.npz" --deciles "$DEMO_DIR/$run/deciles.png"
+    lever eval --data "$DATA" --pred "$DEMO_DIR/$run/pred.npz" --json > "$DEMO_DIR/$run/eval.json"
 done
+
+echo "== summary (paper format, %): $DATA"
+python - "$DEMO_DIR" "${RUNS[@]}" <<'PY'
+import json, sys
+root, runs = sys.argv[1], sys.argv[2:]
+cols = [f"{m}@{k}" for m in ("P", "PSP", "C") for k in (1, 3, 5)]
+print("| run | " + " | ".join(cols) + " |")
+print("|---" * (len(cols) + 1) + "|")
+for run in runs:
+    res = json.load(open(f"{root}/{run}/eval.json"))
+    print(f"| {run} | " + " | ".join(f"{res[c]:.2f}" for c in cols) + " |")
+PY
