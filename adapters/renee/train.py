@@ -14,7 +14,10 @@ columns; embeddings and targets of the global batch are all-gathered, each proce
 logits of every row against its own labels, and the embedding gradients are all-reduced (summed)
 so each process back-propagates the full gradient of its own rows. The classifier shard is kept out
 of the loop's data-parallel gradient sum (``requires_grad=False``: its gradient never comes from
-autograd). ``save_full_state_dict`` gathers the shards for a single-file model.
+autograd) and is checkpointed per process. Evaluation is collective (``collective_predict``: each
+process scores its own labels, the top-k lists are merged, see ``sharded_topk``), and
+``export_state_dict`` gathers the shards into the single-process ``model.safetensors`` that
+``lever predict`` loads into an unsharded module.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from lever_adapters.renee.model import (
     ova_bce_grads,
 )
 from lever_adapters.renee.params import ENCODER_KINDS, EncoderParams, ReneeParams
-from lever_adapters.renee.predict import renee_topk
+from lever_adapters.renee.predict import renee_topk, sharded_topk
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,12 +242,14 @@ class ReneeBackbone(Backbone):
         env = ctx.env
         sharded = bool(p.label_shards and env is not None and env.world_size > 1)
         self.world_size, self.rank = (env.world_size, env.rank) if sharded else (1, 0)
-        if sharded and ctx.train_params is not None:
+        if sharded and float(getattr(ctx.train_params, "max_grad_norm", 0.0) or 0.0) > 0:
             raise ValueError(
-                "backbone_params.label_shards=true: lever's shared training loop broadcasts, saves and "
-                "evaluates the module on rank 0 only, which a label-sharded classifier does not survive; "
-                "train with label_shards=false (classifier replicated, data parallel)"
+                "backbone_params.label_shards=true with TrainParams.max_grad_norm > 0: the loop clips "
+                "the norm of the replicated parameters only, without the classifier shards; set "
+                "max_grad_norm to 0 or train with label_shards=false"
             )
+        # Evaluation then calls predict_topk on every rank together (each scores its labels).
+        self.collective_predict = sharded
         seed = int(getattr(ctx.train_params, "seed", 0))
         clf = OvAClassifier(
             ctx.dataset.num_labels, head.out_dim, self.world_size, self.rank, seed=seed
@@ -375,9 +380,14 @@ class ReneeBackbone(Backbone):
             raise ValueError(
                 f"the model has {module.classifier.num_labels} labels, the data {num_labels}"
             )
-        return renee_topk(
-            module, inputs, k, exclude, self.params.predict_label_block or label_block
-        )
+        block = self.params.predict_label_block or label_block
+        if self.world_size > 1:
+            return sharded_topk(module, inputs, k, exclude, block, self.world_size)
+        return renee_topk(module, inputs, k, exclude, block)
+
+    def export_state_dict(self, module: ReneeModule) -> dict[str, torch.Tensor]:
+        """The single-process layout: classifier shards gathered (every rank calls this)."""
+        return full_state_dict(module, self)
 
 
 def full_state_dict(module: ReneeModule, backbone: ReneeBackbone) -> dict[str, torch.Tensor]:

@@ -135,8 +135,9 @@ class Backbone(abc.ABC):
     ) -> torch.Tensor: ...
 
     # True when predicting needs every process (model-parallel parts): evaluation then calls
-    # predict_topk on all ranks together; otherwise rank 0 predicts alone.
-    collective_predict: ClassVar[bool] = False
+    # predict_topk on all ranks together, otherwise rank 0 predicts alone; and forward_backward is
+    # called on every rank even for an empty micro-batch. May be set per instance in ``build``.
+    collective_predict: bool = False
 
     def export_state_dict(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The complete weights saved as ``model.safetensors`` and loaded by ``lever predict`` into

@@ -329,7 +329,8 @@ def train(
                     opt.zero_grad(set_to_none=True)
                 step_loss = 0.0
                 for batch in micro:
-                    if len(batch):
+                    # A model-parallel step runs collectives: every rank joins, even with no rows.
+                    if len(batch) or backbone.collective_predict:
                         step_loss += backbone.forward_backward(
                             module, to_device(batch, device), amp
                         )
