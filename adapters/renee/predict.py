@@ -17,6 +17,7 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
+from lever.metrics.ranking import topk as merge_topk
 from lever.train.backbone import blockwise_topk
 from lever_adapters.renee.model import ReneeModule
 
@@ -59,8 +60,6 @@ def sharded_topk(
     ``[rows, k]`` lists of all processes are all-gathered and merged by
     ``lever.metrics.ranking.topk`` (ties to the smaller label id), so every process returns the
     global top-k."""
-    from lever.metrics.ranking import topk as merge_topk
-
     clf = module.classifier
     emb = module.head(inputs).float().contiguous()
     # The replicated encoders agree, but only rank 0's embeddings are used, so the shards score

@@ -350,11 +350,9 @@ class ReneeBackbone(Backbone):
             grad_weight=grad_w,
             with_loss=with_loss,
         )
-        if self.world_size > 1:
-            work = dist.all_reduce(g_emb, op=dist.ReduceOp.SUM, async_op=True)
         clf.weight.grad = grad_w
         if self.world_size > 1:
-            work.wait()
+            dist.all_reduce(g_emb, op=dist.ReduceOp.SUM)
             start = sum(sizes[: self.rank])
             g_emb = g_emb[start : start + sizes[self.rank]]
         if emb.requires_grad:
