@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 
 from lever.encoders import cached_embeddings, load_sentence_encoder, resolve_encoder_path
 from lever.utils.atomic import atomic_path
@@ -75,6 +74,7 @@ def test_plain_hf_folder_gets_mean_pooling_and_cache(tiny_bert_dir, tmp_path):
 
 
 def test_every_package_folder_is_listed_in_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(conf["packages"])
     found = set()
