@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import lever
 from lever.metrics import evaluate, format_table, inverse_propensity
-from lever.train.generic import frozen_embeddings
+from lever.train.embeddings import frozen_embeddings
 
 argv = sys.argv[1:] + ["runs/wordnet", "runs/soft_wordnet.npz"][len(sys.argv) - 1 :]  # DATA SOFT
 ds, soft_path = lever.XCDataset.load(argv[0]), argv[1]  # zero-shot: runs/soft_wordnet_zeroshot.npz

@@ -212,7 +212,7 @@ def test_soft_labels_change_training_and_need_label_rows(
 def test_generic_on_a_teacher_folders_embeddings(tiny_xc_dir, tiny_bert_dir, cache_dir, tmp_path):
     from lever import XCDataset
     from lever.soft_labels import write_zero_shot_teacher
-    from lever.train.generic import frozen_embeddings, teacher_embeddings
+    from lever.train.embeddings import frozen_embeddings
 
     ds = XCDataset.load(tiny_xc_dir)
     teacher = write_zero_shot_teacher(
@@ -235,7 +235,7 @@ def test_generic_on_a_teacher_folders_embeddings(tiny_xc_dir, tiny_bert_dir, cac
     other = XCDataset.load(tiny_xc_dir)
     other.lbl_texts = other.lbl_texts[:-1]
     with pytest.raises(ValueError, match="another dataset"):
-        teacher_embeddings(other, teacher)
+        frozen_embeddings(other, cache_dir, teacher_dir=teacher)
 
 
 def test_resume_after_a_crash_mid_epoch(

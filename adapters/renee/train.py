@@ -34,6 +34,7 @@ import torch.distributed as dist
 
 from lever.loss import SparseTargets
 from lever.train.backbone import AmpContext, Backbone, BuildContext, ParamGroup
+from lever.train.embeddings import frozen_embeddings
 from lever_adapters.renee.features import RowFeatures, StackedRows, TfidfFeaturizer
 from lever_adapters.renee.model import (
     BagPart,
@@ -81,7 +82,8 @@ def build_features(
         trn.update(texts=trn_texts, tokenizer_path=out.tokenizer_path, max_len=ep.max_len)
         tst.update(texts=list(ds.tst_texts), tokenizer_path=out.tokenizer_path, max_len=ep.max_len)
     if "cached" in kinds:
-        emb = _frozen_embeddings(ds, ep, Path(cache_dir), label_rows, train)
+        splits = ("tst",) + (("trn",) if train else ()) + (("lbl",) if train and label_rows else ())
+        emb = frozen_embeddings(ds, cache_dir, ep.model, splits, teacher_dir=ep.embeddings)
         tst["dense"] = StackedRows([emb["tst"]])
         if train:
             trn["dense"] = StackedRows([emb["trn"]] + ([emb["lbl"]] if label_rows else []))
@@ -113,43 +115,6 @@ def build_features(
         trn["bag"].resize(trn["bag"].shape[0], out.vocab_size)
     out.test = RowFeatures(ds.num_test, **tst)
     out.train = RowFeatures(n_train, **trn) if train else None
-    return out
-
-
-def _frozen_embeddings(
-    ds, ep: EncoderParams, cache_dir: Path, label_rows: bool, train: bool
-) -> dict[str, np.ndarray]:
-    """Memory-mapped frozen sentence embeddings per split, computed once into the cache by
-    ``cached_embeddings``. With ``ep.embeddings`` (a teacher folder), the splits it holds are
-    used as they are and the missing ones (often the test split) are embedded with the folder's
-    encoder and token limit, so train and test rows come from the same encoder."""
-    import json
-
-    from lever.encoders import cached_embeddings, resolve_encoder_path
-
-    splits = ("tst",) + (("trn",) if train else ()) + (("lbl",) if train and label_rows else ())
-    texts = {"trn": ds.trn_texts, "tst": ds.tst_texts, "lbl": ds.lbl_texts}
-    out: dict[str, np.ndarray] = {}
-    enc, max_len = resolve_encoder_path(ep.model), None
-    if ep.embeddings:
-        from lever.soft_labels.teacher_embeddings import embedding_path, load_teacher_embeddings
-
-        meta_file = Path(ep.embeddings) / "embeddings" / "meta.json"
-        try:
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
-            enc, max_len = meta["encoder"], meta.get("max_len")
-        except (OSError, json.JSONDecodeError, KeyError) as e:
-            raise ValueError(
-                f"{meta_file}: expected the teacher folder's embedding metadata ({e})"
-            ) from None
-        have = tuple(s for s in splits if embedding_path(ep.embeddings, s).exists())
-        out.update(load_teacher_embeddings(ep.embeddings, {s: len(texts[s]) for s in have}, have))
-    tag = (Path(enc).name.replace(" ", "_") or "encoder") + (f"-{max_len}" if max_len else "")
-    for s in splits:
-        if s not in out:
-            out[s] = cached_embeddings(
-                list(texts[s]), cache_dir / f"{tag}_{s}.npy", encoder_path=enc, max_len=max_len
-            )
     return out
 
 

@@ -18,9 +18,7 @@ probability down from 0.5.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,6 +27,7 @@ from torch import nn
 from lever.hooks.generic import GenericAdapter
 from lever.loss import LeverLossParams
 from lever.train.backbone import Backbone, BuildContext, ParamGroup
+from lever.train.embeddings import frozen_embeddings
 from lever.utils.params import Params, ParamsError
 
 
@@ -79,11 +78,10 @@ class GenericBackbone(Backbone):
         self.loss_params = LeverLossParams(lam=tp.lam, mode=tp.mode, reduction="sum")
         self.hook = ctx.plugin_manager.hook
         splits = ("lbl", "tst", "trn") if ctx.rows is not None else ("lbl", "tst")
-        if p.embeddings is not None:
-            emb = teacher_embeddings(ds, p.embeddings, splits)
-        else:
-            with ctx.env.main_first():  # rank 0 writes the caches, the others then read them
-                emb = frozen_embeddings(ds, ctx.cache_dir, p.encoder, splits, p.encode_batch_size)
+        with ctx.env.main_first():  # rank 0 writes the caches, the others then read them
+            emb = frozen_embeddings(
+                ds, ctx.cache_dir, p.encoder, splits, p.encode_batch_size, teacher_dir=p.embeddings
+            )
         self.lbl_emb, self.tst_emb, self.trn_emb = emb["lbl"], emb["tst"], emb.get("trn")
         self.num_docs = ctx.rows.num_docs if ctx.rows is not None else ds.num_train
 
@@ -127,35 +125,3 @@ class GenericBackbone(Backbone):
         self, module: nn.Module, inputs: torch.Tensor, labels: slice
     ) -> torch.Tensor:
         return module(inputs, labels)
-
-
-def frozen_embeddings(
-    dataset,
-    cache_dir: str | Path,
-    encoder: str | None,
-    splits=("lbl", "tst", "trn"),
-    batch_size: int = 256,
-) -> dict[str, np.ndarray]:
-    """Memory-mapped frozen-encoder embeddings of a dataset's label / test / train texts, cached in
-    ``cache_dir`` under names keyed by the encoder and the texts (runs may share one cache)."""
-    from lever.encoders import cached_embeddings, resolve_encoder_path, texts_fingerprint
-
-    resolved = resolve_encoder_path(encoder)
-    folder = Path(cache_dir) / ("embeddings-" + hashlib.sha256(resolved.encode()).hexdigest()[:10])
-    texts = {"lbl": dataset.lbl_texts, "tst": dataset.tst_texts, "trn": dataset.trn_texts}
-    out = {}
-    for split in splits:
-        name = f"{split}-{texts_fingerprint(texts[split])[:12]}.npy"
-        out[split] = cached_embeddings(texts[split], folder / name, resolved, batch_size=batch_size)
-    return out
-
-
-def teacher_embeddings(
-    dataset, teacher_dir: str | Path, splits=("lbl", "tst", "trn")
-) -> dict[str, np.ndarray]:
-    """A teacher folder's embeddings of the dataset's splits, checked against the dataset."""
-    from lever.soft_labels.teacher_embeddings import check_teacher_dataset, load_teacher_embeddings
-
-    rows = {"trn": dataset.num_train, "tst": dataset.num_test, "lbl": dataset.num_labels}
-    check_teacher_dataset(teacher_dir, dataset.fingerprint(), f"dataset {dataset.root}")
-    return load_teacher_embeddings(teacher_dir, {s: rows[s] for s in splits}, tuple(splits))
