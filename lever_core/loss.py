@@ -13,6 +13,8 @@ support ``S``: no dense target is ever built.
 Target modes (:func:`soft_targets`):
 
 * ``mix`` (default; Eq. 6): ``t = λ·y + (1−λ)·p̂``; a positive the teacher did not score gets λ.
+  λ is one number (the paper's) or one per label, ``λ_l = n_l / (n_l + κ)`` (:func:`label_lambda`):
+  head labels, whose ground truth is well estimated, lean on it; tail labels lean on the teacher.
 * ``augment`` (the released LEVER code's recipe, which feeds an augmented label matrix to an
   unchanged backbone): the union of positives at 1 and teacher entries at their score,
   ``t = max(y, p̂)``; λ is not used.
@@ -193,12 +195,72 @@ def _check_mode_lam(mode: str, lam: float) -> None:
         raise ValueError(f"LEVER λ (lam) = {lam!r}: expected a number in [0, 1]")
 
 
+def _check_kappa(kappa: float | None, mode: str) -> None:
+    if kappa is None:
+        return
+    is_number = isinstance(kappa, (int, float, np.floating, np.integer)) and not isinstance(kappa, bool)
+    if not (is_number and float(kappa) >= 0.0):  # also rejects NaN
+        raise ValueError(f"LEVER κ (kappa) = {kappa!r}: expected None or a number >= 0")
+    if mode != "mix":
+        raise ValueError(f"LEVER κ (kappa) = {kappa!r} with mode {mode!r}: per-label λ needs mode 'mix'")
+
+
+# ---------------------------------------------------------------------------------------------
+# λ per label
+# ---------------------------------------------------------------------------------------------
+def label_counts(y: sp.spmatrix) -> np.ndarray:
+    """``n_l``: how many rows of ``y`` (documents × L; stored values > 0 are positives) are
+    positive for each label. Pass the documents' rows only: a label-as-datapoint row says nothing
+    about how well the label's ground truth is estimated."""
+    if not sp.issparse(y):
+        raise TypeError(f"label counts: expected a scipy sparse matrix (documents × L), got {type(y).__name__}")
+    csr = sp.csr_matrix(y)
+    csr.sum_duplicates()
+    return np.bincount(csr.indices[csr.data > 0], minlength=csr.shape[1]).astype(np.int64)
+
+
+def label_lambda(label_counts: np.ndarray, kappa: float) -> np.ndarray:
+    """Per-label weight of the ground truth, ``λ_l = n_l / (n_l + κ)`` (float32, length L).
+
+    Lemma 1 of the LEVER paper: the variance of a label's empirical ground truth falls as
+    ``1/n_l``, so a head label (large ``n_l``) is estimated well from its own positives and needs
+    the teacher least, while a tail label's few positives are noisy and the teacher's smoothed
+    scores help most. ``λ_l`` moves from the teacher to the ground truth as ``n_l`` grows past
+    ``κ`` (the number of positives at which both count equally). ``κ = 0`` is plain BCE for every
+    label (``0/0 := 1``, so unseen labels get λ = 1 too); ``κ → ∞`` trains on the teacher alone.
+    """
+    _check_kappa(kappa, "mix")
+    n = np.asarray(label_counts, dtype=np.float64)
+    if n.ndim != 1 or (n.size and n.min() < 0):
+        raise ValueError(f"label counts: expected a 1-d array of counts >= 0, got shape {n.shape}")
+    k = float(kappa)
+    if k == 0.0:
+        return np.ones(n.shape, dtype=np.float32)
+    if np.isinf(k):
+        return np.zeros(n.shape, dtype=np.float32)
+    return (n / (n + k)).astype(np.float32)
+
+
+def _check_label_lam(label_lam: np.ndarray | None, mode: str, num_labels: int) -> np.ndarray | None:
+    if label_lam is None:
+        return None
+    if mode != "mix":
+        raise ValueError(f"label_lam (per-label λ) with mode {mode!r}: λ is used in mode 'mix' only")
+    lam = np.asarray(label_lam, dtype=np.float32)
+    if lam.shape != (num_labels,):
+        raise ValueError(f"label_lam has shape {lam.shape}; expected ({num_labels},), one λ per label")
+    if not (np.all(lam >= 0) and np.all(lam <= 1)):  # also rejects NaN
+        raise ValueError("label_lam: every per-label λ must be in [0, 1]")
+    return lam
+
+
 def soft_targets(
     row_ids: Sequence[int] | np.ndarray | torch.Tensor,
     y_rows: sp.spmatrix,
     soft_rows: sp.spmatrix | None = None,
     lam: float = 0.5,
     mode: str = "mix",
+    label_lam: np.ndarray | None = None,
 ) -> SparseTargets:
     """The LEVER targets of a batch.
 
@@ -208,19 +270,29 @@ def soft_targets(
     teacher, in which case the targets are ``y`` (plain BCE) in either mode.
 
     ``mix``: ``t = λ·y + (1−λ)·p̂``; ``augment``: ``t = max(y, p̂)`` (positives at 1, teacher-only
-    entries at their score). Entries that come out 0 are dropped.
+    entries at their score). ``label_lam`` (float32, length L, e.g. :func:`label_lambda`) replaces
+    the constant ``lam`` with one λ per label column, ``t = λ_l·y + (1−λ_l)·p̂``; it is an error in
+    ``augment`` mode, which uses no λ. Entries that come out 0 are dropped.
     """
     _check_mode_lam(mode, lam)
     ids = np.asarray(row_ids.cpu() if isinstance(row_ids, torch.Tensor) else row_ids).reshape(-1)
+    table = TargetTable.build(y_rows, soft_rows, lam, mode, label_lam, row_names=ids)
+    return table.batch(np.arange(ids.size))
+
+
+def _checked_inputs(
+    y_rows: sp.spmatrix, soft_rows: sp.spmatrix | None, row_names: np.ndarray
+) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
+    """``y`` as a canonical binary float32 CSR and ``p̂`` as a canonical float32 CSR, validated."""
     if not sp.issparse(y_rows):
         raise TypeError(f"y_rows: expected a scipy sparse matrix (B × L), got {type(y_rows).__name__}")
     y = sp.csr_matrix(y_rows, dtype=np.float32)
-    if y.shape[0] != ids.size:
-        raise ValueError(f"y_rows has {y.shape[0]} rows but row_ids has {ids.size} ids")
+    if y.shape[0] != row_names.size:
+        raise ValueError(f"y_rows has {y.shape[0]} rows but row_ids has {row_names.size} ids")
     y.sum_duplicates()
     y = _binary(y)
     if soft_rows is None:
-        return SparseTargets.from_csr(y, positives=y)
+        return y, None
     if not sp.issparse(soft_rows):
         raise TypeError(
             f"soft_rows: expected a scipy sparse matrix (B × L) or None, got {type(soft_rows).__name__}"
@@ -238,15 +310,117 @@ def soft_targets(
             k = int(np.flatnonzero(bad)[0])
             r = int(np.searchsorted(p.indptr, k, side="right") - 1)
             raise ValueError(
-                f"soft label of dataset row {int(ids[r])}, label {int(p.indices[k])} is {p.data[k]}; "
+                f"soft label of dataset row {int(row_names[r])}, label {int(p.indices[k])} is {p.data[k]}; "
                 "expected a teacher score in [0, 1]"
             )
-    if mode == "mix":
-        t = (float(lam) * y + (1.0 - float(lam)) * p).tocsr()
+    return y, p
+
+
+def _entry_keys(csr: sp.csr_matrix) -> np.ndarray:
+    """``row·L + col`` of every stored entry: sorted for a canonical CSR."""
+    rows = np.repeat(np.arange(csr.shape[0], dtype=np.int64), np.diff(csr.indptr))
+    return rows * csr.shape[1] + csr.indices
+
+
+def _union(y: sp.csr_matrix, p: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The union of the entries of two canonical CSRs: sorted keys, and each matrix's value there
+    (0 where it has no entry). A stable sort of the two sorted runs is a linear merge."""
+    keys = np.concatenate([_entry_keys(y), _entry_keys(p)])
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    first = np.ones(keys.size, dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    slot = np.cumsum(first) - 1
+    from_y = order < y.nnz
+    y_val = np.zeros(int(first.sum()), dtype=np.float32)
+    p_val = np.zeros_like(y_val)
+    y_val[slot[from_y]] = y.data[order[from_y]]
+    p_val[slot[~from_y]] = p.data[order[~from_y] - y.nnz]
+    return keys[first], y_val, p_val
+
+
+@dataclasses.dataclass
+class TargetTable:
+    """The LEVER targets of many rows at once, as a canonical CSR (``indptr``, ``cols``, ``vals``)
+    with ``positive`` marking ground-truth entries: built once, then :meth:`batch` gathers any
+    rows' targets by slicing, with no sparse arithmetic per batch."""
+
+    indptr: np.ndarray
+    cols: np.ndarray
+    vals: np.ndarray
+    positive: np.ndarray
+    num_labels: int
+
+    @classmethod
+    def build(
+        cls,
+        y: sp.spmatrix,
+        soft: sp.spmatrix | None = None,
+        lam: float = 0.5,
+        mode: str = "mix",
+        label_lam: np.ndarray | None = None,
+        row_names: np.ndarray | None = None,
+    ) -> TargetTable:
+        """Targets of every row of ``y`` (rows × L) and ``soft`` (same shape or ``None``); the
+        rules are those of :func:`soft_targets`. ``row_names`` name the rows in errors (default
+        ``0 .. rows−1``)."""
+        _check_mode_lam(mode, lam)
+        if row_names is None:
+            row_names = np.arange(y.shape[0] if sp.issparse(y) else 0)
+        y, p = _checked_inputs(y, soft, np.asarray(row_names).reshape(-1))
+        label_lam = _check_label_lam(label_lam, mode, y.shape[1])
+        if p is None:  # no teacher: plain BCE whatever λ
+            keys, y_val = _entry_keys(y), y.data
+            vals = y_val
+        else:
+            keys, y_val, p_val = _union(y, p)
+            vals = _blend(keys % y.shape[1], y_val, p_val, lam, mode, label_lam)
+        keep = vals != 0
+        keys, vals, positive = keys[keep], vals[keep], y_val[keep] > 0
+        rows = keys // y.shape[1]
+        indptr = np.zeros(y.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=y.shape[0]), out=indptr[1:])
+        cols = (keys % y.shape[1]).astype(np.int32 if y.shape[1] < 2**31 else np.int64)
+        return cls(indptr, cols, np.ascontiguousarray(vals, dtype=np.float32), positive, int(y.shape[1]))
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.indptr.size - 1)
+
+    def batch(self, row_ids: np.ndarray) -> SparseTargets:
+        """The targets of rows ``row_ids`` (batch-local rows in that order), coalesced."""
+        ids = np.asarray(row_ids, dtype=np.int64).reshape(-1)
+        starts = self.indptr[ids]
+        lens = self.indptr[ids + 1] - starts
+        # index of every gathered entry: its row's start plus its position within the row
+        shift = np.repeat(starts - (np.cumsum(lens) - lens), lens)
+        take = np.arange(int(lens.sum()), dtype=np.int64) + shift
+        return SparseTargets(
+            rows=torch.from_numpy(np.repeat(np.arange(ids.size, dtype=np.int64), lens)),
+            cols=torch.from_numpy(self.cols[take].astype(np.int64)),
+            vals=torch.from_numpy(self.vals[take]),
+            shape=(ids.size, self.num_labels),
+            coalesced=True,
+            positive=torch.from_numpy(self.positive[take]),
+        )
+
+
+def _blend(
+    cols: np.ndarray,
+    y_val: np.ndarray,
+    p_val: np.ndarray,
+    lam: float,
+    mode: str,
+    label_lam: np.ndarray | None,
+) -> np.ndarray:
+    """Target values on the union of positives and teacher entries (float32)."""
+    if mode == "augment":
+        return np.maximum(y_val, p_val)
+    if label_lam is None:  # float32 arithmetic with one λ: the values scipy's λ·y + (1−λ)·p̂ gave
+        w_y, w_p = np.float32(lam), np.float32(1.0 - float(lam))
     else:
-        t = y.maximum(p).tocsr()
-    t.eliminate_zeros()
-    return SparseTargets.from_csr(t, positives=y)
+        w_y, w_p = label_lam[cols], (np.float32(1.0) - label_lam)[cols]
+    return w_y * y_val + w_p * p_val
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,6 +577,8 @@ class LeverLossParams(Params):
     """How the LEVER targets and loss are formed.
 
     ``lam``: weight λ of the ground truth in ``t = λ·y + (1−λ)·p̂`` (the paper uses 0.5);
+    ``kappa``: ``None`` for the constant ``lam``, or κ >= 0 for one λ per label,
+    ``λ_l = n_l / (n_l + κ)`` (:func:`label_lambda`; ``lam`` is then unused; mode ``mix`` only);
     ``mode``: ``mix`` (Eq. 6) or ``augment`` (positives at 1 ∪ teacher entries at their score);
     ``reduction``: ``sum`` or ``mean`` of the per-entry BCE.
     """
@@ -410,10 +586,12 @@ class LeverLossParams(Params):
     lam: float = 0.5
     mode: str = "mix"
     reduction: str = "mean"
+    kappa: float | None = None
 
     def validate(self) -> LeverLossParams:
         try:
             _check_mode_lam(self.mode, self.lam)
+            _check_kappa(self.kappa, self.mode)
             _check_reduction(self.reduction)
         except ValueError as e:
             raise ParamsError(f"LeverLossParams: {e}") from None

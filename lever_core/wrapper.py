@@ -3,6 +3,8 @@
 ::
 
     model = lever.wrap(classifier, soft_labels, lam=0.5, mode="mix")
+    # or one λ per label, λ_l = n_l / (n_l + κ), counted from the training documents' labels:
+    model = lever.wrap(classifier, soft_labels, kappa=4.0, label_counts=Y_train_docs)
     for inputs, row_ids in loader:                        # row_ids: dataset rows of the batch
         loss = model.loss(inputs, row_ids, Y[row_ids])    # Y: training ground truth (CSR)
         loss.backward(); optimizer.step(); optimizer.zero_grad()
@@ -26,7 +28,7 @@ from torch import nn
 
 from lever.hooks.adapter import Adapter
 from lever.hooks.manager import get_plugin_manager, select_adapter
-from lever.loss import LeverLossParams, SparseTargets
+from lever.loss import LeverLossParams, SparseTargets, label_counts, label_lambda
 
 CLASSIFIER = "classifier"
 
@@ -41,6 +43,7 @@ class LeverWrapped(nn.Module):
         soft_labels: Any,
         params: LeverLossParams,
         plugin_manager: pluggy.PluginManager,
+        label_lam: np.ndarray | None = None,
     ):
         super().__init__()
         self.classifier = classifier
@@ -48,6 +51,7 @@ class LeverWrapped(nn.Module):
         self.soft_labels = soft_labels
         self.params = params
         self.plugin_manager = plugin_manager
+        self.label_lam = label_lam  # per-label λ (kappa set), else None
         # Saved weights are the classifier's, so loading must accept its bare keys too (also when
         # this module sits inside a bigger one and torch recurses with a prefix).
         self.register_load_state_dict_pre_hook(_add_classifier_prefix)
@@ -86,7 +90,9 @@ class LeverWrapped(nn.Module):
         ids = np.asarray(row_ids.cpu() if isinstance(row_ids, torch.Tensor) else row_ids, dtype=np.int64)
         hook = self.plugin_manager.hook
         soft_rows = hook.lever_teacher_rows(row_ids=ids, soft_labels=self.soft_labels)
-        targets = hook.lever_targets(row_ids=ids, y_rows=y_rows, soft_rows=soft_rows, params=self.params)
+        targets = hook.lever_targets(
+            row_ids=ids, y_rows=y_rows, soft_rows=soft_rows, params=self.params, label_lam=self.label_lam
+        )
         if targets is None:
             raise RuntimeError("no lever_targets implementation returned targets")
         return targets
@@ -97,7 +103,7 @@ class LeverWrapped(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"adapter={self.adapter.name!r}, lam={self.params.lam}, mode={self.params.mode!r}, "
+            f"adapter={self.adapter.name!r}, lam={self.params.lam}, kappa={self.params.kappa}, mode={self.params.mode!r}, "
             f"reduction={self.params.reduction!r}, teacher={'yes' if self.soft_labels is not None else 'no'}"
         )
 
@@ -115,21 +121,41 @@ def wrap(
     mode: str = "mix",
     reduction: str = "mean",
     plugin_manager: pluggy.PluginManager | None = None,
+    *,
+    kappa: float | None = None,
+    label_counts: Any = None,
 ) -> LeverWrapped:
     """Wrap ``classifier`` so it trains with the LEVER loss.
 
     ``soft_labels``: a ``lever.SoftLabels`` (rows indexed by dataset row id), a scipy matrix of
     the same layout, or ``None`` (plain BCE). ``lam``/``mode``/``reduction``: see
-    :class:`lever.loss.LeverLossParams`. ``plugin_manager`` defaults to
+    :class:`lever.loss.LeverLossParams`. ``kappa``: one λ per label, ``λ_l = n_l / (n_l + κ)``
+    (``lam`` is then unused), where ``label_counts`` gives ``n_l``: the training ground truth of
+    the documents (scipy matrix, documents × L; label-as-datapoint rows left out) or the counts
+    themselves (length L). ``plugin_manager`` defaults to
     :func:`lever.hooks.get_plugin_manager` (built-ins plus installed adapters). Raises
     :class:`lever.hooks.NoAdapterError` naming the installed adapters if none accepts the classifier.
     """
-    params = LeverLossParams(lam=lam, mode=mode, reduction=reduction).validate()
+    params = LeverLossParams(lam=lam, mode=mode, reduction=reduction, kappa=kappa).validate()
+    label_lam = _label_lam(kappa, label_counts)
     if soft_labels is not None and not (hasattr(soft_labels, "rows") or sp.issparse(soft_labels)):
         raise TypeError(
             f"soft_labels: expected lever.SoftLabels, a scipy sparse matrix or None, got {type(soft_labels).__name__}"
         )
     pm = plugin_manager if plugin_manager is not None else get_plugin_manager()
     adapter = select_adapter(classifier, pm)
-    return LeverWrapped(classifier, adapter, soft_labels, params, pm)
+    return LeverWrapped(classifier, adapter, soft_labels, params, pm, label_lam)
+
+
+def _label_lam(kappa: float | None, counts: Any) -> np.ndarray | None:
+    if kappa is None:
+        if counts is not None:
+            raise TypeError("wrap: label_counts is given but kappa is not; pass kappa= for per-label λ")
+        return None
+    if counts is None:
+        raise TypeError(
+            "wrap: kappa needs label_counts= (the training documents' ground truth, documents × L, "
+            "or the per-label positive counts n_l) to form λ_l = n_l / (n_l + κ)"
+        )
+    return label_lambda(label_counts(counts) if sp.issparse(counts) else counts, kappa)
 

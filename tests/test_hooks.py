@@ -152,7 +152,9 @@ def test_default_teacher_rows_and_targets():
     np.testing.assert_array_equal(rows2.toarray(), rows.toarray())
     assert pm.hook.lever_teacher_rows(row_ids=np.array([0]), soft_labels=None) is None
     y = sp.csr_matrix(np.array([[1, 0, 0], [0, 0, 1]], dtype=np.float32))
-    t = pm.hook.lever_targets(row_ids=np.array([2, 1]), y_rows=y, soft_rows=rows, params=LeverLossParams(lam=0.5))
+    t = pm.hook.lever_targets(
+        row_ids=np.array([2, 1]), y_rows=y, soft_rows=rows, params=LeverLossParams(lam=0.5), label_lam=None
+    )
     torch.testing.assert_close(t.to_dense(), torch.tensor([[0.6, 0, 0], [0, 0.2, 0.8]]))
 
 

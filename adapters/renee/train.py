@@ -186,6 +186,8 @@ def nest_encoder_keys(params: dict) -> dict:
 class ReneeBackbone(Backbone):
     name = "renee"
     params_class = ReneeParams
+    # Measured on this 2-core CPU with frozen MiniLM ⊕ TF-IDF (docs/renee.md, "CPU defaults").
+    train_defaults = {"epochs": 5, "batch_size": 64, "warmup_steps": 20}
 
     def __init__(self, params: ReneeParams | dict | None = None):
         super().__init__(nest_encoder_keys(params) if isinstance(params, dict) else params)

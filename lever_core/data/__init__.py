@@ -1,4 +1,4 @@
-"""XC data formats, datasets and the built-in WordNet dataset.
+"""XC data formats, datasets and the built-in WordNet and FOLDOC datasets.
 
 Names load on first use so that ``lever --help`` (which imports ``lever.data.cli``) does not pay
 for numpy/scipy.
@@ -33,6 +33,7 @@ _LAZY = {
     "synthetic_dataset": "lever.data.synthetic",
     "dataset_stats": "lever.data.stats",
     "build_wordnet_dataset": "lever.data.wordnet",
+    "build_foldoc_dataset": "lever.data.foldoc",
 }
 
 

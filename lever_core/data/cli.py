@@ -1,4 +1,4 @@
-"""``lever data build wordnet`` and ``lever data stats``."""
+"""``lever data build wordnet``, ``lever data build foldoc`` and ``lever data stats``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,19 @@ def register(subparsers) -> None:
                     help="folder with data.noun (default: $WNHOME, /usr/share/wordnet, nltk_data)")
     wn.set_defaults(func=_build_wordnet)
 
+    fd = build_sub.add_parser(
+        "foldoc",
+        help="see-also task from FOLDOC (entry -> the entries its definition cross-references)",
+    )
+    fd.add_argument("--out", required=True, help="output dataset folder")
+    fd.add_argument("--max-docs", type=int, default=None,
+                    help="keep a seeded sample of this many documents (label space follows)")
+    fd.add_argument("--seed", type=int, default=0, help="seed of the sample and the 80/20 split")
+    fd.add_argument("--source", default=None,
+                    help="foldoc.index / foldoc.dict.dz, their stem or folder "
+                    "(default: $FOLDOC_DICT, /usr/share/dictd/foldoc)")
+    fd.set_defaults(func=_build_foldoc)
+
     stats = sub.add_parser("stats", help="points, labels, tail share, label-frequency plot")
     stats.add_argument("dataset", help="dataset folder")
     stats.add_argument("--plot", default=None, help="write a label-frequency histogram PNG here")
@@ -48,6 +61,23 @@ def _build_wordnet(args: argparse.Namespace) -> int:
         f"wrote {built.out}: {built.num_train:,} train, {built.num_test:,} test, "
         f"{built.num_labels:,} labels (parse {built.parse_seconds:.1f}s, "
         f"total {built.total_seconds:.1f}s)"
+    )
+    print(format_stats(dataset_stats(XCDataset.load(built.out))))
+    return 0
+
+
+def _build_foldoc(args: argparse.Namespace) -> int:
+    from lever.data.dataset import XCDataset
+    from lever.data.foldoc import build_foldoc_dataset
+    from lever.data.stats import dataset_stats, format_stats
+
+    built = build_foldoc_dataset(
+        args.out, source=args.source, max_docs=args.max_docs, seed=args.seed
+    )
+    print(
+        f"wrote {built.out}: {built.num_train:,} train, {built.num_test:,} test, "
+        f"{built.num_labels:,} labels from {built.num_entries:,} entries "
+        f"(parse {built.parse_seconds:.1f}s, total {built.total_seconds:.1f}s)"
     )
     print(format_stats(dataset_stats(XCDataset.load(built.out))))
     return 0

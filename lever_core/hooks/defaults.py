@@ -27,9 +27,13 @@ def lever_teacher_rows(row_ids: np.ndarray, soft_labels: Any) -> sp.csr_matrix |
 
 @hookimpl(trylast=True)
 def lever_targets(
-    row_ids: np.ndarray, y_rows: sp.csr_matrix, soft_rows: sp.csr_matrix | None, params: LeverLossParams
+    row_ids: np.ndarray,
+    y_rows: sp.csr_matrix,
+    soft_rows: sp.csr_matrix | None,
+    params: LeverLossParams,
+    label_lam: np.ndarray | None,
 ) -> SparseTargets:
-    return soft_targets(row_ids, y_rows, soft_rows, params.lam, params.mode)
+    return soft_targets(row_ids, y_rows, soft_rows, params.lam, params.mode, label_lam)
 
 
 @hookimpl(trylast=True)

@@ -7,6 +7,7 @@ import pluggy
 from lever.hooks import defaults, generic, specs
 
 ENTRY_POINT_GROUP = "lever.adapters"
+DEFAULTS_PLUGIN = "lever.defaults"
 
 
 def get_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
@@ -20,7 +21,7 @@ def get_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
     """
     pm = pluggy.PluginManager(specs.PROJECT)
     pm.add_hookspecs(specs)
-    pm.register(defaults, name="lever.defaults")
+    pm.register(defaults, name=DEFAULTS_PLUGIN)
     pm.register(generic, name="generic")
     if load_entry_points:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
@@ -33,11 +34,20 @@ def installed_adapters(pm: pluggy.PluginManager) -> list[str]:
     dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
     out = []
     for name, plugin in pm.list_name_plugin():
-        if name == "lever.defaults":
+        if name == DEFAULTS_PLUGIN:
             continue
         dist = dists.get(id(plugin))
         out.append(f"{name} ({dist.project_name} {dist.version})" if dist is not None else name)
     return sorted(out)
+
+
+def default_targets_only(pm: pluggy.PluginManager | None) -> bool:
+    """Whether a batch's targets come from lever's defaults alone (no plugin implements
+    ``lever_teacher_rows`` or ``lever_targets``), so they may be built for all rows at once."""
+    if pm is None:
+        return True
+    hooks = (pm.hook.lever_teacher_rows, pm.hook.lever_targets)
+    return all(impl.plugin_name == DEFAULTS_PLUGIN for hook in hooks for impl in hook.get_hookimpls())
 
 
 def select_adapter(classifier, pm: pluggy.PluginManager):

@@ -64,15 +64,23 @@ def lever_teacher_rows(row_ids: np.ndarray, soft_labels: Any) -> sp.csr_matrix |
 
 @hookspec(firstresult=True)
 def lever_targets(
-    row_ids: np.ndarray, y_rows: sp.csr_matrix, soft_rows: sp.csr_matrix | None, params: LeverLossParams
+    row_ids: np.ndarray,
+    y_rows: sp.csr_matrix,
+    soft_rows: sp.csr_matrix | None,
+    params: LeverLossParams,
+    label_lam: np.ndarray | None,
 ) -> SparseTargets | None:
     """Build a batch's sparse training targets from its ground truth and teacher rows.
 
     Runs on CPU for every training batch, after :func:`lever_teacher_rows`. ``y_rows`` and
-    ``soft_rows`` are ``(B, L)`` CSRs aligned with ``row_ids``; ``params`` carries λ, the mode and
-    the reduction. Return a :class:`lever.loss.SparseTargets` (batch-local rows; mark ground
-    truth in ``positive``). Default: :func:`lever.loss.soft_targets` (``t = λ·y + (1−λ)·p̂`` or the
-    ``augment`` union).
+    ``soft_rows`` are ``(B, L)`` CSRs aligned with ``row_ids``; ``params`` carries λ, κ, the mode
+    and the reduction. ``label_lam`` is ``None`` (one λ, ``params.lam``) or, when ``params.kappa``
+    is set, the per-label λ: float32 ``[L]``, ``λ_l = n_l / (n_l + κ)`` with ``n_l`` the training
+    documents positive for label ``l`` (computed once per run by the caller; do not modify it).
+    Return a :class:`lever.loss.SparseTargets` (batch-local rows; mark ground truth in
+    ``positive``). Default: :func:`lever.loss.soft_targets` (``t = λ·y + (1−λ)·p̂``, λ per label
+    when given, or the ``augment`` union). Implementations written before ``label_lam`` existed
+    may leave it out of their signature (pluggy passes only the arguments an implementation names).
     """
 
 

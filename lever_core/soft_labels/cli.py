@@ -58,6 +58,20 @@ def register(subparsers) -> None:
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
     s.set_defaults(func=_stats)
 
+    d = sub.add_parser(
+        "diagnose",
+        help="teacher vs student per label-frequency decile on held-out documents (before distilling)",
+    )
+    d.add_argument("--data", required=True, help="dataset folder")
+    d.add_argument("--teacher", required=True, help="teacher folder (embeddings/{trn,tst,lbl}.npy)")
+    d.add_argument("--run", required=True, help="student run folder (lever train); a --lam auto run "
+                   "is compared on its validation split, any other on the test split")
+    d.add_argument("--k", type=int, default=5)
+    d.add_argument("--plot", help="PNG of recall and PSP share per decile [RUN/diagnosis.png]")
+    d.add_argument("--json", action="store_true", help="print JSON instead of text")
+    d.add_argument("--device", default="auto")
+    d.set_defaults(func=_diagnose)
+
     z = sub.add_parser("zero-shot-teacher", help="write a teacher folder from an untrained encoder")
     z.add_argument("--data", required=True, help="dataset folder")
     z.add_argument("--out", required=True, help="teacher folder to write")
@@ -87,12 +101,8 @@ def _build(args) -> int:
     from lever.data import XCDataset
     from lever.soft_labels.build import build_soft_labels
     from lever.soft_labels.calibration import save_reliability_diagram
-    from lever.soft_labels.teacher_embeddings import (
-        check_teacher_dataset,
-        load_teacher_embeddings,
-        teacher_config,
-        write_zero_shot_teacher,
-    )
+    from lever.soft_labels.teacher_embeddings import write_zero_shot_teacher
+    from lever.teacher.folder import TeacherFolder
     from lever.utils.atomic import write_json_atomic
     from lever.utils.seed import seed_everything
 
@@ -110,17 +120,11 @@ def _build(args) -> int:
         write_zero_shot_teacher(ds, teacher_dir, encoder=args.encoder, max_len=args.max_len, splits=("trn", "lbl"))
     else:
         teacher_dir = Path(args.teacher)
-    emb = load_teacher_embeddings(teacher_dir, {"trn": ds.num_train, "lbl": ds.num_labels})
-    check_teacher_dataset(teacher_dir, fp, f"dataset {args.data}")
-    tcfg = teacher_config(teacher_dir)
-    teacher = {
-        "path": str(teacher_dir),
-        "kind": tcfg.get("kind", "trained"),
-        "encoder": tcfg.get("encoder"),
-        "loss": tcfg.get("loss"),
-        "max_len": tcfg.get("max_len"),
-        "epochs": tcfg.get("epochs"),
-    }
+    # the one teacher-folder reader (any kind: finetune, frozen, zero-shot, bare embeddings)
+    folder = TeacherFolder.read(teacher_dir)
+    emb = folder.exported(ds, ("trn", "lbl"))
+    folder.check_dataset(ds, f"dataset {args.data}")
+    teacher = folder.describe()
     soft, report = build_soft_labels(
         ds.trn_Y,
         emb["trn"],
@@ -275,4 +279,20 @@ def _zero_shot(args) -> int:
     ds = XCDataset.load(args.data)
     out = write_zero_shot_teacher(ds, args.out, encoder=args.encoder, max_len=args.max_len, batch_size=args.batch_size)
     print(f"wrote zero-shot teacher {out} (embeddings/trn,tst,lbl.npy, config.json)")
+    return 0
+
+
+def _diagnose(args) -> int:
+    from lever.soft_labels.diagnose import diagnose, format_diagnosis, plot_diagnosis
+    from lever.utils.atomic import write_json_atomic
+
+    result = diagnose(args.data, args.teacher, args.run, k=args.k, device=args.device)
+    plot = Path(args.plot) if args.plot else Path(args.run) / "diagnosis.png"
+    plot_diagnosis(result, plot)
+    write_json_atomic(plot.with_suffix(".json"), result)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(format_diagnosis(result))
+        print(f"plot: {plot}; JSON: {plot.with_suffix('.json')}")
     return 0

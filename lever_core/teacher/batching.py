@@ -85,12 +85,31 @@ class DocSideBatcher(_ItemBatcher):
         super().__init__(sp.csr_matrix(trn_Y))
 
 
+class PairBatcher(_ItemBatcher):
+    """Items are all (document, label) positive pairs: every pair once per epoch, nothing sampled.
+    Cheap only when an item costs little (the frozen-feature teacher); the document is the input
+    side, so clustered batches group similar documents as NGAME does."""
+
+    input_side, output_side = "trn", "lbl"
+
+    def __init__(self, trn_Y: sp.spmatrix):
+        super().__init__(sp.csr_matrix(trn_Y))
+        m = self.positives
+        self.inputs = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+        self.sampled = m.indices.astype(np.int64)
+
+    def resample(self, rng: np.random.Generator) -> None:
+        """Every pair is its own item: nothing to draw."""
+
+
 def make_batcher(batch_type: str, trn_Y: sp.spmatrix) -> _ItemBatcher:
     if batch_type == "label":
         return LabelSideBatcher(trn_Y)
     if batch_type == "doc":
         return DocSideBatcher(trn_Y)
-    raise ValueError(f"batch_type {batch_type!r}: expected 'label' or 'doc'")
+    if batch_type == "pair":
+        return PairBatcher(trn_Y)
+    raise ValueError(f"batch_type {batch_type!r}: expected 'label', 'doc' or 'pair'")
 
 
 def batch_slices(order: np.ndarray, batch_size: int) -> list[np.ndarray]:

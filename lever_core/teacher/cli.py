@@ -29,7 +29,14 @@ _FLAGS = {
     "checkpoint_every": "checkpoint_every",
     "device": "device",
     "seed": "seed",
+    "kind": "kind",
+    "hidden": "hidden",
+    "temperature": "temperature",
+    "cache_dir": "cache_dir",
 }
+
+# The preset a kind starts from when --preset is not given.
+_KIND_PRESET = {"frozen": "frozen-cpu", "finetune": "wordnet-cpu"}
 
 
 def _int_list(text: str) -> list[int]:
@@ -42,21 +49,29 @@ def _int_list(text: str) -> list[int]:
 
 
 def register(subparsers) -> None:
-    from lever.teacher.params import BATCH_TYPES, LOSSES, PRESETS
+    from lever.teacher.params import BATCH_TYPES, KINDS, LOSSES, PRESETS
 
     parser = subparsers.add_parser("teacher", help="train or evaluate the Siamese teacher")
     sub = parser.add_subparsers(dest="teacher_command", required=True, metavar="ACTION")
 
     tr = sub.add_parser(
-        "train", help="train a teacher into a folder (encoder, embeddings, metrics)"
+        "train", help="train a teacher into a folder (model, embeddings, metrics)"
+    )
+    tr.add_argument(
+        "--kind",
+        choices=KINDS,
+        help="frozen: a Siamese tower over cached frozen MiniLM embeddings (minutes on a CPU); "
+        "finetune: fine-tune the encoder itself (the GPU path). Default: finetune when CUDA is "
+        "available, else frozen (or the --preset's / --params' kind)",
     )
     tr.add_argument("--data", type=Path, help="dataset folder (lever data build)")
     tr.add_argument("--out", type=Path, help="teacher folder to write")
     tr.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        default="wordnet-cpu",
-        help="named settings (paper Table 16 per dataset; wordnet-cpu is the default)",
+        default=None,
+        help="named settings (paper Table 16 per dataset, finetune kind); default frozen-cpu for "
+        "--kind frozen, wordnet-cpu for --kind finetune",
     )
     tr.add_argument("--params", type=Path, help="JSON parameter file (see --print-params)")
     tr.add_argument(
@@ -94,13 +109,26 @@ def register(subparsers) -> None:
     tr.add_argument("--checkpoint-every", type=int)
     tr.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     tr.add_argument("--seed", type=int)
+    tr.add_argument("--hidden", type=int, help="frozen kind: hidden width of the residual tower")
+    tr.add_argument(
+        "--temperature", type=float, help="temperature of --loss softmax (in-batch InfoNCE)"
+    )
+    tr.add_argument(
+        "--cache-dir",
+        type=str,
+        help="frozen kind: where the frozen encoder's embeddings are cached (default OUT/cache)",
+    )
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser(
-        "eval", help="P@k, PSP@k, recall@100 of a teacher's kNN retrieval on the test split"
+        "eval", help="P@k, PSP@k, C@k, R@100 of a teacher's kNN retrieval on the test split"
     )
     ev.add_argument("--data", type=Path, required=True)
-    ev.add_argument("--teacher", type=Path, help="teacher folder written by `lever teacher train`")
+    ev.add_argument(
+        "--teacher",
+        type=Path,
+        help="teacher folder of any kind (lever teacher train, lever soft-labels zero-shot-teacher)",
+    )
     ev.add_argument(
         "--zero-shot", action="store_true", help="evaluate the untrained encoder instead"
     )
@@ -114,6 +142,7 @@ def register(subparsers) -> None:
 
 def resolve_params(args) -> TeacherParams:  # noqa: F821 - imported lazily
     from lever.teacher.params import TeacherParams, preset
+    from lever.utils.params import ParamsError
 
     if args.params is not None:
         params = TeacherParams.load(args.params)
@@ -124,9 +153,20 @@ def resolve_params(args) -> TeacherParams:  # noqa: F821 - imported lazily
     ):
         params = TeacherParams.load(args.out / "config.json")  # resume with the run's own settings
     else:
-        params = preset(args.preset)
+        params = preset(args.preset or _KIND_PRESET[args.kind or _default_kind()])
+    if args.kind is not None and args.preset is not None and params.kind != args.kind:
+        raise ParamsError(
+            f"--kind {args.kind} contradicts --preset {args.preset} (a {params.kind} preset)"
+        )
     params = params.replace(**{field: getattr(args, flag) for flag, field in _FLAGS.items()})
     return params.validate("command line")
+
+
+def _default_kind() -> str:
+    """The fine-tuned encoder where there is a GPU to train it; the frozen tower otherwise."""
+    import torch
+
+    return "finetune" if torch.cuda.is_available() else "frozen"
 
 
 def _train(args) -> int:

@@ -8,7 +8,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-REPORTED = ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@3", "PSP@5", "C@5", "R@10", "R@100")
+REPORTED = (
+    "P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@3", "PSP@5", "C@1", "C@3", "C@5", "R@10", "R@100"
+)
 
 
 def exact_knn(
@@ -93,34 +95,16 @@ def evaluate_zero_shot(
 def evaluate_teacher_folder(
     dataset, teacher: str | Path, progress: bool = True
 ) -> dict[str, float]:
-    """Metrics of a trained teacher folder: its exported embeddings when they match the dataset,
-    else fresh embeddings from its encoder."""
-    from lever.teacher.model import embed, load_teacher_encoder
-    from lever.teacher.params import TeacherParams
+    """Metrics of a teacher folder of any kind (lever.teacher.folder): its exported embeddings when
+    they match the dataset, else embeddings recomputed from its model."""
+    from lever.teacher.folder import TeacherFolder
 
-    teacher = Path(teacher)
-    config = teacher / "config.json"
-    if not config.exists():
-        raise FileNotFoundError(f"{teacher}: not a teacher folder (no config.json)")
-    params = TeacherParams.load(config)
-    emb_dir = teacher / "embeddings"
-    lbl_file, tst_file = emb_dir / "lbl.npy", emb_dir / "tst.npy"
-    lbl = np.load(lbl_file, mmap_mode="r") if lbl_file.exists() else None
-    tst = np.load(tst_file, mmap_mode="r") if tst_file.exists() else None
-    if (
-        lbl is None
-        or tst is None
-        or lbl.shape[0] != dataset.num_labels
-        or tst.shape[0] != dataset.num_test
-    ):
-        if not (teacher / "encoder").is_dir():
-            raise FileNotFoundError(
-                f"{teacher}: no encoder/ folder and no embeddings matching the dataset"
-            )
-        model = load_teacher_encoder(teacher / "encoder", params.max_len)
-        lbl = embed(model, dataset.lbl_texts, params.embed_batch_size, show_progress=progress)
-        tst = embed(model, dataset.tst_texts, params.embed_batch_size, show_progress=progress)
-    inv = dataset_inverse_propensity(dataset, params.propensity_a, params.propensity_b)
+    folder = TeacherFolder.read(teacher)
+    emb = folder.embeddings(dataset, ("lbl", "tst"), progress=progress)
+    p = folder.params
+    a, b = (p.propensity_a, p.propensity_b) if p is not None else (None, None)
+    inv = dataset_inverse_propensity(dataset, a, b)
+    k = p.eval_k if p is not None else 100
     return evaluate_embeddings(
-        np.asarray(tst), np.asarray(lbl), dataset.tst_Y, inv, dataset.tst_filter, k=params.eval_k
+        np.asarray(emb["tst"]), np.asarray(emb["lbl"]), dataset.tst_Y, inv, dataset.tst_filter, k=k
     )

@@ -87,14 +87,39 @@ class SoftplusHingeLoss(_InBatchLoss):
         return F.softplus(self.scale * F.relu(diff))
 
 
+class InBatchSoftmaxLoss(nn.Module):
+    """InfoNCE over the batch: cross-entropy of each row's positive against *all* its in-batch
+    negatives at temperature τ, co-positives masked out. Not in the paper; an option for the
+    frozen-feature teacher, where every negative of a large batch costs almost nothing."""
+
+    def __init__(self, temperature: float = 0.05):
+        super().__init__()
+        self.temperature = float(temperature)
+
+    def forward(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        scores = scores.float()
+        eye = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)
+        logits = scores.masked_fill(target.bool() & ~eye, float("-inf")) / self.temperature
+        labels = torch.arange(scores.shape[0], device=scores.device)
+        return F.cross_entropy(logits, labels)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
 LOSS_CLASSES = {
     "pairwise-logistic": PairwiseLogisticLoss,
     "triplet": TripletHingeLoss,
     "softplus-hinge": SoftplusHingeLoss,
+    "softmax": InBatchSoftmaxLoss,
 }
 
 
-def build_loss(name: str, margin: float, num_negatives: int) -> _InBatchLoss:
+def build_loss(
+    name: str, margin: float, num_negatives: int, temperature: float = 0.05
+) -> nn.Module:
     if name not in LOSS_CLASSES:
         raise ValueError(f"teacher loss {name!r}: expected one of {sorted(LOSS_CLASSES)}")
+    if name == "softmax":
+        return InBatchSoftmaxLoss(temperature=temperature)
     return LOSS_CLASSES[name](margin=margin, num_negatives=num_negatives)

@@ -6,14 +6,20 @@ import dataclasses
 
 from lever.utils.params import Params, ParamsError
 
-LOSSES = ("pairwise-logistic", "triplet", "softplus-hinge")
-BATCH_TYPES = ("label", "doc")
+LOSSES = ("pairwise-logistic", "triplet", "softplus-hinge", "softmax")
+BATCH_TYPES = ("label", "doc", "pair")
+# finetune: the sentence encoder itself is trained (the GPU path). frozen: a small Siamese tower
+# over cached frozen-encoder embeddings is trained (the CPU path, lever.teacher.frozen).
+KINDS = ("finetune", "frozen")
 
 
 @dataclasses.dataclass
 class TeacherParams(Params):
     """Everything a teacher run depends on; saved as ``T/config.json``."""
 
+    # The dataclass default stays "finetune" so configs written before `kind` existed still load
+    # as what they are; `lever teacher train` picks frozen on CPU (see lever.teacher.cli).
+    kind: str = "finetune"
     encoder: str = (
         "all-MiniLM-L6-v2"  # packaged default, or a local sentence-transformers/HF folder
     )
@@ -47,12 +53,22 @@ class TeacherParams(Params):
     embed_batch_size: int = 256
     propensity_a: float | None = None  # None: the dataset's lever_meta.json values
     propensity_b: float | None = None
+    # Frozen-feature tower (kind "frozen"): x + W2·gelu(W1·x), then L2-normalised; W2 starts at
+    # zero so the untrained tower is the frozen encoder itself (the zero-shot teacher).
+    hidden: int = 1024
+    temperature: float = 0.05  # of the "softmax" (InfoNCE) loss
+    cache_dir: str | None = None  # frozen embeddings cache; None: T/cache
     amp: bool = True  # mixed precision, used only on CUDA
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
 
     def validate(self, source: str = "teacher params") -> TeacherParams:
         checks = [
+            (self.kind in KINDS, "kind", f"one of {KINDS}"),
+            (self.kind == "frozen" or self.batch_type != "pair", "batch_type",
+             "'label' or 'doc' for kind 'finetune' ('pair' is a frozen-teacher batch type)"),
+            (self.hidden >= 1, "hidden", ">= 1"),
+            (self.temperature > 0, "temperature", "> 0"),
             (self.loss in LOSSES, "loss", f"one of {LOSSES}"),
             (self.batch_type in BATCH_TYPES, "batch_type", f"one of {BATCH_TYPES}"),
             (self.max_len >= 2, "max_len", ">= 2"),
@@ -92,6 +108,7 @@ def _paper(cl_size: int | None, margin: float, batch_size: int, epochs: int, **e
         "eval_every": 5,
         "checkpoint_every": 5,
         "freeze_layers": 0,
+        "kind": "finetune",
     }
     if cl_size is None:
         d.update(cl_start=10**9, cl_size=8)
@@ -101,8 +118,25 @@ def _paper(cl_size: int | None, margin: float, batch_size: int, epochs: int, **e
     return d
 
 
+# The frozen-feature tower's CPU defaults, measured on full WordNet (bench/teacher_frozen.py).
+FROZEN_CPU: dict = {
+    "kind": "frozen",
+    "epochs": 10,
+    "batch_size": 1024,
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "warmup_steps": 50,
+    "batch_type": "pair",
+    "cl_size": 8,
+    "cl_start": 1,
+    "cl_update": 1,
+    "eval_every": 0,
+}
+
 PRESETS: dict[str, dict] = {
-    # Finishes a useful teacher on the WordNet dataset within ~30 min on a 2-core CPU.
+    # The default of `lever teacher train` on CPU: a tower over frozen MiniLM, minutes on 2 cores.
+    "frozen-cpu": FROZEN_CPU,
+    # Fine-tunes MiniLM on the WordNet dataset on a 2-core CPU (~1 h per epoch).
     "wordnet-cpu": {},
     # The README command's curriculum belongs to AmazonTitles-131K only; the paper gives no
     # curriculum for the other datasets, so they keep a fixed cluster size.

@@ -1,8 +1,9 @@
 """Training the Siamese teacher: NGAME-style batches, in-batch hard negatives, checkpoints that
 resume to the same result, periodic evaluation and the exported teacher folder.
 
-Teacher folder ``T`` (docs/architecture.md): ``T/encoder/``, ``T/embeddings/{trn,tst,lbl}.npy``,
-``T/config.json``, ``T/metrics.jsonl``, ``T/checkpoints/epoch_NNNN/``.
+Teacher folder ``T`` (docs/architecture.md): ``T/encoder/`` (kind finetune) or
+``T/tower.safetensors`` (kind frozen), ``T/embeddings/{trn,tst,lbl}.npy``, ``T/config.json``,
+``T/metrics.jsonl``, ``T/checkpoints/epoch_NNNN/``.
 """
 
 from __future__ import annotations
@@ -63,20 +64,16 @@ class TeacherTrainer:
 
     # -- setup ---------------------------------------------------------------------------------
 
+    # Kind-specific parts (lever.teacher.frozen.FrozenTeacherTrainer overrides these): the model,
+    # one training step, split embeddings and what the exported folder holds besides embeddings.
+    saves_bank = True  # the stale bank cannot be recomputed, so checkpoints keep it
+
     def _build(self) -> None:
         p = self.params
         seed_everything(p.seed)
-        self.encoder = load_teacher_encoder(p.encoder, p.max_len, self.device)
-        freeze_bottom_layers(self.encoder, p.freeze_layers)
-        self.trainable = [q for q in self.encoder.parameters() if q.requires_grad]
-        if not self.trainable:
-            raise ValueError(
-                f"freeze_layers={p.freeze_layers} freezes the whole encoder {p.encoder!r}; "
-                "use fewer frozen layers than the model has"
-            )
+        self.dim = self._build_model()
         self.batcher = make_batcher(p.batch_type, self.dataset.trn_Y)
-        self._tables: dict[str, TokenTable] | None = None
-        self.loss_fn = build_loss(p.loss, p.margin, p.num_negatives)
+        self.loss_fn = build_loss(p.loss, p.margin, p.num_negatives, p.temperature)
         self.optimizer = torch.optim.AdamW(
             self.trainable, lr=p.lr, eps=p.adam_eps, weight_decay=p.weight_decay
         )
@@ -93,17 +90,31 @@ class TeacherTrainer:
             ),
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        dim_of = getattr(
-            self.encoder, "get_embedding_dimension", None
-        )  # sentence-transformers >= 6
-        dim = dim_of() if dim_of else self.encoder.get_sentence_embedding_dimension()
         self.bank = np.zeros(
-            (len(self.batcher), dim), dtype=np.float32
+            (len(self.batcher), self.dim), dtype=np.float32
         )  # stale input-side embeddings
         self.bank_filled = np.zeros(len(self.batcher), dtype=bool)
         self.clusters: list[np.ndarray] | None = None
         self.global_step = 0
         self.start_epoch = 0
+
+    def _build_model(self) -> int:
+        """Load and partly freeze the encoder; sets ``module``/``trainable``, returns the dim."""
+        p = self.params
+        self.encoder = load_teacher_encoder(p.encoder, p.max_len, self.device)
+        self.module = self.encoder
+        freeze_bottom_layers(self.encoder, p.freeze_layers)
+        self.trainable = [q for q in self.encoder.parameters() if q.requires_grad]
+        if not self.trainable:
+            raise ValueError(
+                f"freeze_layers={p.freeze_layers} freezes the whole encoder {p.encoder!r}; "
+                "use fewer frozen layers than the model has"
+            )
+        self._tables: dict[str, TokenTable] | None = None
+        dim_of = getattr(
+            self.encoder, "get_embedding_dimension", None
+        )  # sentence-transformers >= 6
+        return dim_of() if dim_of else self.encoder.get_sentence_embedding_dimension()
 
     @property
     def tables(self) -> dict[str, TokenTable]:
@@ -138,7 +149,7 @@ class TeacherTrainer:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.encoder.state_dict().items()}
+        state = {k: v.detach().contiguous().cpu() for k, v in self.module.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
         torch.save(
             {
@@ -149,8 +160,9 @@ class TeacherTrainer:
             },
             tmp / "trainer.pt",
         )
-        np.save(tmp / "bank.npy", self.bank)
-        np.save(tmp / "bank_filled.npy", self.bank_filled)
+        if self.saves_bank:
+            np.save(tmp / "bank.npy", self.bank)
+            np.save(tmp / "bank_filled.npy", self.bank_filled)
         if self.clusters is not None:
             np.savez(
                 tmp / "clusters.npz",
@@ -182,7 +194,7 @@ class TeacherTrainer:
                 f"{ckpt}: checkpoint was made with different settings ({', '.join(diff)}); "
                 "resume with the same parameters or train into a new folder"
             )
-        self.encoder.load_state_dict(
+        self.module.load_state_dict(
             load_file(str(ckpt / "model.safetensors"), device=str(self.device))
         )
         trainer = torch.load(ckpt / "trainer.pt", weights_only=True, map_location=self.device)
@@ -190,8 +202,9 @@ class TeacherTrainer:
         self.scheduler.load_state_dict(trainer["scheduler"])
         self.scaler.load_state_dict(trainer["scaler"])
         torch.set_rng_state(trainer["torch_rng"].cpu())
-        self.bank = np.load(ckpt / "bank.npy")
-        self.bank_filled = np.load(ckpt / "bank_filled.npy")
+        if self.saves_bank:
+            self.bank = np.load(ckpt / "bank.npy")
+            self.bank_filled = np.load(ckpt / "bank_filled.npy")
         if (ckpt / "clusters.npz").exists():
             with np.load(ckpt / "clusters.npz", allow_pickle=False) as z:
                 self.clusters = np.split(z["members"], np.cumsum(z["sizes"])[:-1])
@@ -226,16 +239,21 @@ class TeacherTrainer:
             self.clusters = balanced_kmeans(self.bank, k, rng)
         return clustered_order(self.clusters, rng)
 
-    def _step(self, items: np.ndarray) -> float:
+    def _encode_pair(
+        self, inputs: np.ndarray, sampled: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit-norm embeddings (with gradients) of the batch's inputs and sampled positives."""
         b = self.batcher
-        inputs, sampled, target = b.batch(items)
         fin = {k: v.to(self.device) for k, v in self.tables[b.input_side].features(inputs).items()}
         fout = {
             k: v.to(self.device) for k, v in self.tables[b.output_side].features(sampled).items()
         }
+        return encode_features(self.encoder, fin), encode_features(self.encoder, fout)
+
+    def _step(self, items: np.ndarray) -> float:
+        inputs, sampled, target = self.batcher.batch(items)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-            e_in = encode_features(self.encoder, fin)
-            e_out = encode_features(self.encoder, fout)
+            e_in, e_out = self._encode_pair(inputs, sampled)
             loss = self.loss_fn(e_in @ e_out.T, target.to(self.device))
         self.scaler.scale(loss).backward()
         if self.params.grad_clip > 0:
@@ -246,8 +264,9 @@ class TeacherTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.global_step += 1
-        self.bank[items] = e_in.detach().float().cpu().numpy()
-        self.bank_filled[items] = True
+        if self.saves_bank:
+            self.bank[items] = e_in.detach().float().cpu().numpy()
+            self.bank_filled[items] = True
         return float(loss.detach())
 
     def train_epoch(self, epoch: int) -> dict:
@@ -257,7 +276,7 @@ class TeacherTrainer:
         torch.manual_seed(p.seed * 1_000_003 + epoch)
         self.batcher.resample(rng)
         order = self._epoch_order(epoch, rng)
-        self.encoder.train()
+        self.module.train()
         losses, t0 = [], time.perf_counter()
         bar = tqdm(
             batch_slices(order, p.batch_size),
@@ -321,6 +340,8 @@ class TeacherTrainer:
         ckpt = self.latest_checkpoint() if resume else None
         if ckpt is not None:
             self.load_checkpoint(ckpt)
+            if self.progress:
+                tqdm.write(f"resuming from {ckpt} (epoch {self.start_epoch + 1} of {p.epochs})")
             if (self.out / "metrics.jsonl").exists():
                 self.metrics = [
                     json.loads(line)
@@ -347,9 +368,9 @@ class TeacherTrainer:
         return self.export()
 
     def export(self) -> dict:
-        """Save the encoder and the lbl/tst/trn embeddings. The test metrics are computed and
+        """Save the model and the lbl/tst/trn embeddings. The test metrics are computed and
         logged as soon as lbl and tst exist, before the (largest) train split is embedded."""
-        save_encoder_atomic(self.encoder, self.out / "encoder")
+        self._save_model()
         emb = {}
         for split in ("lbl", "tst"):
             emb[split] = self.embed_split(split)
@@ -376,9 +397,17 @@ class TeacherTrainer:
                 "dim": int(emb["lbl"].shape[1]),
                 "max_len": self.params.max_len,
                 "normalised": True,
+                "kind": self.params.kind,
+                **self._meta_extra(),
             },
         )
         return final["test"]
+
+    def _save_model(self) -> None:
+        save_encoder_atomic(self.encoder, self.out / "encoder")
+
+    def _meta_extra(self) -> dict:
+        return {}
 
 
 # Settings that may differ between the run that wrote a checkpoint and the one resuming it.
@@ -390,10 +419,15 @@ _RESUMABLE_CHANGES = {
     "embed_batch_size",
     "device",
     "eval_k",
+    "cache_dir",
 }
 
 
 def train_teacher(
     dataset, params: TeacherParams, out: str | Path, resume: bool = False, progress: bool = True
 ) -> dict:
+    if params.kind == "frozen":
+        from lever.teacher.frozen import FrozenTeacherTrainer
+
+        return FrozenTeacherTrainer(dataset, params, out, progress=progress).fit(resume=resume)
     return TeacherTrainer(dataset, params, out, progress=progress).fit(resume=resume)

@@ -106,6 +106,9 @@ class Backbone(abc.ABC):
 
     name: ClassVar[str] = ""
     params_class: ClassVar[type[Params]] = Params
+    # The loop settings (epochs, batch_size, warmup_steps) this backbone trains best with on a CPU
+    # when the user leaves them unset; see ``TrainParams.with_defaults``.
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: Params | dict | None = None):
         if params is None or isinstance(params, dict):

@@ -23,6 +23,15 @@ def _key_value(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
+def _lam(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number in [0, 1] or 'auto'") from None
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
@@ -37,7 +46,23 @@ def register(subparsers) -> None:
     )
     p.add_argument("--soft-labels", dest="soft_labels", help="SoftLabels .npz, (N + L) rows")
     p.add_argument(
-        "--lam", type=float, help="λ, weight of the ground truth in the target (default 0.5)"
+        "--lam",
+        type=_lam,
+        help="λ, weight of the ground truth in the target (default 0.5), or 'auto': choose λ/κ, "
+        "τ_d and the calibration on a validation split (see --auto)",
+    )
+    p.add_argument(
+        "--kappa",
+        type=float,
+        help="per-label λ_l = n_l / (n_l + κ) instead of a constant λ (n_l: training documents of l)",
+    )
+    p.add_argument(
+        "--auto",
+        type=_key_value,
+        action="append",
+        metavar="KEY=VALUE",
+        help="a --lam auto setting, e.g. teacher=T, epochs=2, kappas=[1,4] (repeatable; "
+        "see --print-params)",
     )
     p.add_argument("--mode", help="target mode: mix (λ·y + (1-λ)·p̂) or augment (max(y, p̂))")
     p.add_argument(
@@ -134,7 +159,7 @@ def register(subparsers) -> None:
 
 def resolve_params(args):
     """TrainParams from defaults, ``--params`` and flags, with the backbone's settings filled in."""
-    from lever.train.loop import make_backbone
+    from lever.train.loop import make_backbone, resolve_backbone_defaults
     from lever.train.params import TrainParams
 
     params = TrainParams.load(args.params) if args.params else TrainParams()
@@ -146,6 +171,7 @@ def resolve_params(args):
             "out",
             "soft_labels",
             "lam",
+            "kappa",
             "mode",
             "label_rows",
             "epochs",
@@ -171,14 +197,16 @@ def resolve_params(args):
         params = params.replace(
             group_lr={**params.group_lr, **{k: float(v) for k, v in args.group_lr}}
         )
+    if args.auto:
+        auto = {**params.auto.to_dict(), **dict(args.auto)}
+        params = params.replace(auto=type(params.auto).from_dict(auto, source="--auto"))
     backbone_params = dict(params.backbone_params)
     if args.bp:
         backbone_params.update(dict(args.bp))
     if args.encoder is not None:
         backbone_params["encoder"] = args.encoder
     params = params.replace(backbone_params=backbone_params)
-    backbone = make_backbone(params)
-    return params.replace(backbone_params=backbone.params.to_dict())
+    return resolve_backbone_defaults(params, make_backbone(params))
 
 
 def _train(args) -> int:

@@ -37,7 +37,7 @@ from lever.train.distributed import (
     shutdown_distributed,
     sum_gradients,
 )
-from lever.train.params import RESUMABLE_CHANGES, TrainParams
+from lever.train.params import AUTO, RESUMABLE_CHANGES, TrainParams
 from lever.train.predict import predict_topk
 from lever.train.rows import BatchBuilder, GlobalBatchSampler, TrainRows
 from lever.train.schedule import lr_factor
@@ -117,6 +117,12 @@ def default_plugin_manager():
 def make_backbone(params: TrainParams, plugin_manager=None) -> Backbone:
     cls = get_backbone_class(params.backbone, plugin_manager)
     return cls(params.backbone_params)
+
+
+def resolve_backbone_defaults(params: TrainParams, backbone: Backbone) -> TrainParams:
+    """``params`` with the backbone's loop defaults and every backbone setting filled in."""
+    params = params.with_defaults(backbone.train_defaults)
+    return dataclasses.replace(params, backbone_params=backbone.params.to_dict())
 
 
 def _check_resumable(saved: Path, params: TrainParams) -> None:
@@ -229,11 +235,15 @@ def train(
     that many epochs (checkpointed), e.g. for time-sliced jobs."""
     from lever.data import XCDataset
 
-    params = params.validate()
     plugin_manager = plugin_manager or default_plugin_manager()
     backbone = make_backbone(params, plugin_manager)
-    # The saved config names every backbone setting, defaults included.
-    params = dataclasses.replace(params, backbone_params=backbone.params.to_dict())
+    # The saved config names every setting, the backbone's defaults included.
+    params = resolve_backbone_defaults(params, backbone).validate()
+    if params.lam == AUTO:
+        from lever.train.auto import resolve_auto
+
+        params, _ = resolve_auto(params, progress)
+        params = params.validate()
     run_dir = Path(params.out)
     env = init_distributed(
         params.device
@@ -268,7 +278,9 @@ def train(
             params.grad_accum,
             params.seed,
         )
-        builder = BatchBuilder(rows, backbone.batch_inputs, params.lam, params.mode, plugin_manager)
+        builder = BatchBuilder(
+            rows, backbone.batch_inputs, params.lam, params.mode, plugin_manager, kappa=params.kappa
+        )
         steps_per_epoch = sampler.steps_per_epoch()
         total_steps = steps_per_epoch * params.epochs
         # Different ranks draw different dropout masks; the init above was identical everywhere.

@@ -99,9 +99,15 @@ class GlobalBatchSampler:
 
 
 class BatchBuilder:
-    """Turns row ids into a ``Batch``: slices Y, asks the hooks for the teacher rows
-    (``lever_teacher_rows``) and the targets (``lever_targets``), and the backbone for the inputs.
-    Plain data and picklable callables, so it can run inside DataLoader workers."""
+    """Turns row ids into a ``Batch``: the targets of the rows (``lever_teacher_rows`` and
+    ``lever_targets`` hooks) and the backbone's inputs. Plain data and picklable callables, so it
+    can run inside DataLoader workers.
+
+    With ``kappa`` the targets use one λ per label, ``λ_l = n_l / (n_l + κ)``, ``n_l`` counted once
+    over the documents' rows and handed to every ``lever_targets`` call. When no plugin implements
+    either target hook, the defaults' targets of every row are built once
+    (:class:`lever.loss.TargetTable`) and a batch only slices its rows: the same values, without
+    sparse arithmetic per batch. Otherwise the hooks run per batch."""
 
     def __init__(
         self,
@@ -110,14 +116,27 @@ class BatchBuilder:
         lam: float,
         mode: str,
         plugin_manager: Any = None,
+        kappa: float | None = None,
     ):
-        from lever.loss import LeverLossParams
+        from lever.hooks.manager import default_targets_only
+        from lever.loss import LeverLossParams, TargetTable, label_counts, label_lambda
 
         self.rows, self.batch_inputs, self.pm = rows, batch_inputs, plugin_manager
         # Backbones return losses summed over the batch; the loop scales by 1/global rows.
-        self.loss_params = LeverLossParams(lam=lam, mode=mode, reduction="sum").validate()
+        self.loss_params = LeverLossParams(lam=lam, mode=mode, reduction="sum", kappa=kappa).validate()
+        self.label_lam = None
+        if kappa is not None:  # label-as-datapoint rows say nothing about n_l: documents only
+            self.label_lam = label_lambda(label_counts(rows.Y[: rows.num_docs]), kappa)
+        self.table = None
+        if default_targets_only(plugin_manager):
+            self.table = TargetTable.build(rows.Y, rows.soft, lam, mode, self.label_lam)
 
     def targets(self, row_ids: np.ndarray):
+        if self.table is not None:
+            return self.table.batch(row_ids)
+        return self._hook_targets(row_ids)
+
+    def _hook_targets(self, row_ids: np.ndarray):
         from lever.loss import soft_targets
 
         y_rows = self.rows.Y[row_ids]
@@ -128,12 +147,17 @@ class BatchBuilder:
             )
             if soft_rows is None:
                 soft_rows = self.rows.soft[row_ids]
-        lp = self.loss_params
+        lp, label_lam = self.loss_params, self.label_lam
         targets = self._hook(
-            "lever_targets", row_ids=row_ids, y_rows=y_rows, soft_rows=soft_rows, params=lp
+            "lever_targets",
+            row_ids=row_ids,
+            y_rows=y_rows,
+            soft_rows=soft_rows,
+            params=lp,
+            label_lam=label_lam,
         )
         if targets is None:  # no plugin answered: the library default
-            targets = soft_targets(row_ids, y_rows, soft_rows, lp.lam, lp.mode)
+            targets = soft_targets(row_ids, y_rows, soft_rows, lp.lam, lp.mode, label_lam)
         return targets
 
     def _hook(self, name: str, **kwargs):

@@ -1,0 +1,166 @@
+"""``--lam auto``: the validation split, the objective, the search end to end, and resume.
+
+The search runs real ``lever train`` cells (generic backbone on frozen tiny-BERT features from a
+zero-shot teacher folder) on the tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from lever import XCDataset
+from lever.train import TrainParams, train
+from lever.train.auto import (
+    AutoParams,
+    Cell,
+    best_cell,
+    validation_rows,
+    write_validation_dataset,
+)
+
+
+@pytest.fixture(scope="module")
+def teacher_and_soft(tiny_xc_dir, tiny_bert_dir, tmp_path_factory):
+    """A zero-shot teacher folder (tiny BERT) and soft labels built from it, as the CLI does."""
+    from lever.soft_labels.build import SoftLabelParams, build_soft_labels
+    from lever.soft_labels.teacher_embeddings import write_zero_shot_teacher
+
+    ds = XCDataset.load(tiny_xc_dir)
+    root = tmp_path_factory.mktemp("auto_teacher")
+    teacher = write_zero_shot_teacher(ds, root / "teacher", encoder=str(tiny_bert_dir), progress=False)
+    emb = {s: np.load(teacher / "embeddings" / f"{s}.npy") for s in ("trn", "lbl")}
+    soft, _ = build_soft_labels(
+        ds.trn_Y, emb["trn"], emb["lbl"], SoftLabelParams(tau_l=2, threshold=0.0, calib_docs=40),
+        meta={"dataset_fingerprint": ds.fingerprint(), "teacher": {"path": str(teacher)}},
+    )
+    soft.save(root / "soft.npz")
+    return teacher, root / "soft.npz"
+
+
+def _auto_params(data, out, teacher, soft, **auto) -> TrainParams:
+    grid = {"epochs": 1, "lams": [0.5], "kappas": [2.0], "tau_d": [3], "calibrations": [],
+            "val_fraction": 0.2, **auto}
+    return TrainParams(
+        data=str(data), backbone="generic", out=str(out), soft_labels=str(soft), lam="auto",
+        epochs=2, batch_size=32, seed=1, eval_every=2,
+        backbone_params={"embeddings": str(teacher)}, auto=AutoParams(**grid),
+    )
+
+
+def test_validation_rows_are_seeded_and_sized():
+    a = validation_rows(1000, 0.1, 5000, seed=3)
+    assert a.size == 100 and np.all(np.diff(a) > 0)
+    assert np.array_equal(a, validation_rows(1000, 0.1, 5000, seed=3))
+    assert not np.array_equal(a, validation_rows(1000, 0.1, 5000, seed=4))
+    assert validation_rows(1000, 0.5, 30, seed=0).size == 30
+    with pytest.raises(ValueError, match="leaves none"):
+        validation_rows(1, 0.5, 10, seed=0)
+
+
+def test_validation_dataset_holds_out_exactly_the_split(tiny_xc_dir, tmp_path):
+    ds = XCDataset.load(tiny_xc_dir)
+    val = validation_rows(ds.num_train, 0.25, 1000, seed=0)
+    sub = XCDataset.load(write_validation_dataset(ds, val, tmp_path / "val"))
+    keep = np.setdiff1d(np.arange(ds.num_train), val)
+    assert sub.num_train == keep.size and sub.num_test == val.size
+    assert sub.trn_texts == [ds.trn_texts[i] for i in keep]
+    assert sub.tst_texts == [ds.trn_texts[i] for i in val]
+    assert (sub.tst_Y != ds.trn_Y[val]).nnz == 0 and (sub.trn_Y != ds.trn_Y[keep]).nnz == 0
+    assert sub.lbl_texts == ds.lbl_texts
+
+
+def _cell(name, p5, psp5, teacher=True):
+    return Cell(name, "x", lam=0.5, soft={"tau_d": 0} if teacher else None,
+                metrics={"P@5": p5, "PSP@5": psp5})
+
+
+def test_objective_keeps_p5_and_falls_back_to_the_plain_student():
+    base = _cell("baseline", 30.0, 20.0, teacher=False)
+    good = _cell("good", 29.8, 24.0)
+    greedy = _cell("greedy", 29.0, 30.0)  # more PSP@5 but P@5 falls by 1.0 > 0.3
+    assert best_cell([base, good, greedy], base, 0.3).name == "good"
+    assert best_cell([base, greedy], base, 0.3).name == "baseline"
+    assert best_cell([base, greedy], base, 1.0).name == "greedy"
+
+
+def test_lam_auto_end_to_end_and_resume(tiny_xc_dir, teacher_and_soft, tmp_path):
+    teacher, soft = teacher_and_soft
+    params = _auto_params(tiny_xc_dir, tmp_path / "run", teacher, soft)
+    result = train(params, progress=False)
+    run = tmp_path / "run"
+    grid = json.loads((run / "auto" / "grid.json").read_text())
+    choice = json.loads((run / "auto" / "choice.json").read_text())
+    names = [c["name"] for c in grid]
+    assert names[:3] == ["baseline", "lam0.5", "kappa2"]
+    assert choice["cell"] in names and all(c["metrics"]["P@5"] >= 0 for c in grid)
+
+    # Every cell trained on the validation dataset, which holds no validation document.
+    split = json.loads((run / "auto" / "split.json").read_text())["val_rows"]
+    ds = XCDataset.load(tiny_xc_dir)
+    sub = XCDataset.load(run / "auto" / "data")
+    assert sub.num_train == ds.num_train - len(split)
+    held = set(split)
+    assert sub.trn_texts == [t for i, t in enumerate(ds.trn_texts) if i not in held]
+    for name in names:
+        cfg = json.loads((run / "auto" / "cells" / name / "config.json").read_text())
+        assert cfg["data"] == str(run / "auto" / "data")
+        assert cfg["backbone_params"]["embeddings"] != str(teacher)  # the sliced copy
+        if cfg["soft_labels"]:
+            from lever.soft_labels import SoftLabels
+
+            assert SoftLabels.load(cfg["soft_labels"]).num_docs == sub.num_train
+
+    # The final run has the chosen, concrete settings.
+    final = json.loads((run / "config.json").read_text())
+    assert final["lam"] != "auto" and final["kappa"] == choice["kappa"]
+    assert (final["soft_labels"] is None) == (not choice["uses_teacher"])
+    assert result.finished and result.metrics is not None
+
+    # A rerun resumes to the same choice without training any cell again.
+    stamps = {n: (run / "auto" / "cells" / n / "metrics.json").stat().st_mtime_ns for n in names}
+    weights = load_file(str(run / "model.safetensors"))
+    train(params, progress=False)
+    assert json.loads((run / "auto" / "choice.json").read_text()) == choice
+    assert stamps == {n: (run / "auto" / "cells" / n / "metrics.json").stat().st_mtime_ns for n in names}
+    again = load_file(str(run / "model.safetensors"))
+    assert all(np.array_equal(weights[k].numpy(), again[k].numpy()) for k in weights)
+
+
+def test_lam_auto_needs_a_teacher(tiny_xc_dir, tmp_path):
+    from lever.utils.params import ParamsError
+
+    params = TrainParams(data=str(tiny_xc_dir), backbone="generic", out=str(tmp_path / "r"), lam="auto")
+    with pytest.raises(ParamsError, match="needs the teacher"):
+        train(params, progress=False)
+
+
+def test_diagnose_compares_on_the_validation_split(tiny_xc_dir, teacher_and_soft, tmp_path):
+    from lever.metrics import evaluate, inverse_propensity
+    from lever.soft_labels.diagnose import WARNING, diagnose, format_diagnosis, plot_diagnosis
+    from lever.teacher.evaluate import exact_knn
+
+    teacher, soft = teacher_and_soft
+    run = tmp_path / "run"
+    train(_auto_params(tiny_xc_dir, run, teacher, soft, kappas=[], tau_d=[]), progress=False)
+    d = diagnose(tiny_xc_dir, teacher, run, k=5, progress=False)
+    assert d["split"] == "validation" and d["student_run"].endswith("baseline")
+    # The teacher's figures are its kNN metrics on the held-out documents, computed independently.
+    sub = XCDataset.load(run / "auto" / "data")
+    val = json.loads((run / "auto" / "split.json").read_text())["val_rows"]
+    docs = np.load(teacher / "embeddings" / "trn.npy")[val]
+    lbl = np.load(teacher / "embeddings" / "lbl.npy")
+    ref = evaluate(sub.tst_Y, exact_knn(docs, lbl, 5, filter=sub.tst_filter),
+                   inverse_propensity(sub.trn_Y, sub.meta.propensity_a, sub.meta.propensity_b),
+                   k=5, filter=sub.tst_filter)
+    assert d["teacher"]["PSP@5"] == pytest.approx(ref["PSP@5"]) and d["teacher"]["P@1"] == pytest.approx(ref["P@1"])
+    student = json.loads((run / "auto" / "cells" / "baseline" / "metrics.json").read_text())
+    assert d["student"]["P@5"] == pytest.approx(student["P@5"])
+    better = [s["bin"] for s, t in zip(d["student_deciles"], d["teacher_deciles"]) if t["R"] > s["R"]]
+    assert d["teacher_better_bins"] == better and (d["warning"] == WARNING) == (not better)
+    text = format_diagnosis({**d, "teacher_better_bins": [], "warning": WARNING})
+    assert "weaker than the student on every decile" in text
+    plot_diagnosis(d, tmp_path / "diag.png")
+    assert (tmp_path / "diag.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,164 @@
+"""The frozen-feature teacher (a tower over cached frozen embeddings) on tiny data with the tiny
+random BERT as the frozen encoder: it learns, resumes bit-exactly, and the one teacher-folder
+reader serves `lever teacher eval` for every kind, with clear errors for bad folders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from lever.cli import main
+from lever.data import XCDataset
+from lever.teacher.folder import TeacherFolder, TeacherFolderError
+from lever.teacher.frozen import FrozenTeacherTrainer, apply_tower, load_tower
+from lever.teacher.params import TeacherParams, preset
+from lever.teacher.train import train_teacher
+
+
+@pytest.fixture(scope="module")
+def ds(tiny_xc_dir):
+    return XCDataset.load(tiny_xc_dir)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("frozen_cache")  # features embedded once for the module
+
+
+def _params(tiny_bert_dir, cache, **kw) -> TeacherParams:
+    base = preset("frozen-cpu").to_dict() | {
+        "encoder": str(tiny_bert_dir),
+        "max_len": 16,
+        "epochs": 6,
+        "batch_size": 64,
+        "hidden": 64,
+        "lr": 3e-3,
+        "warmup_steps": 2,
+        "cl_size": 4,
+        "cache_dir": str(cache),
+    }
+    return TeacherParams(**(base | kw))
+
+
+def _pair_recall(doc: np.ndarray, lbl: np.ndarray, Y, k: int = 5) -> float:
+    """Fraction of the training (document, label) pairs whose label is in the document's top k."""
+    top = np.argsort(-(doc @ lbl.T), axis=1)[:, :k]
+    Y = Y.tocsr()
+    hits = sum(len(set(Y.indices[Y.indptr[i] : Y.indptr[i + 1]]) & set(top[i])) for i in range(len(doc)))
+    return hits / Y.nnz
+
+
+def test_tower_learns_and_writes_the_folder(ds, tiny_bert_dir, cache, tmp_path):
+    out = tmp_path / "T"
+    params = _params(tiny_bert_dir, cache)
+    final = train_teacher(ds, params, out, progress=False)
+    assert {"P@1", "PSP@5", "C@5", "R@100"} <= set(final)
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 6 and losses[-1] < 0.8 * losses[0]
+    assert records[0]["clustered"] is False and records[1]["cluster_size"] == 4
+    emb = {s: np.load(out / "embeddings" / f"{s}.npy") for s in ("trn", "tst", "lbl")}
+    for s, n in (("trn", ds.num_train), ("tst", ds.num_test), ("lbl", ds.num_labels)):
+        assert emb[s].dtype == np.float32 and emb[s].shape[0] == n
+        np.testing.assert_allclose(np.linalg.norm(emb[s], axis=1), 1.0, atol=1e-5)
+    meta = json.loads((out / "embeddings" / "meta.json").read_text())
+    assert meta["kind"] == "frozen" and meta["fingerprint"] == ds.fingerprint()
+    assert TeacherParams.load(out / "config.json") == params
+    # tower.safetensors + the cached features reproduce the exported embeddings
+    trainer = FrozenTeacherTrainer(ds, params, out, progress=False)
+    feats = trainer.features(("lbl",))["lbl"]
+    np.testing.assert_allclose(apply_tower(load_tower(out / "tower.safetensors"), feats), emb["lbl"], atol=1e-6)
+    # better on its training pairs than the untrained tower (= the frozen features themselves)
+    trn_feats = np.asarray(trainer.features(("trn",))["trn"])
+    before = _pair_recall(trn_feats, np.asarray(feats), ds.trn_Y)
+    after = _pair_recall(emb["trn"], emb["lbl"], ds.trn_Y)
+    assert after > before + 0.1, (before, after)
+
+
+@pytest.mark.parametrize("kw", [{"loss": "softmax", "batch_type": "label"}, {"batch_type": "doc", "cl_start": 0}])
+def test_other_losses_and_batches_run(ds, tiny_bert_dir, cache, tmp_path, kw):
+    final = train_teacher(ds, _params(tiny_bert_dir, cache, epochs=2, **kw), tmp_path / "T", progress=False)
+    assert final["R@100"] > 0
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def test_resume_equals_uninterrupted(ds, tiny_bert_dir, cache, tmp_path):
+    params = _params(tiny_bert_dir, cache, epochs=4, cl_update=2, keep_checkpoints=5)
+    train_teacher(ds, params, tmp_path / "A", progress=False)
+    crashing = FrozenTeacherTrainer(ds, params, tmp_path / "B", progress=False)
+    original = crashing.train_epoch
+
+    def train_epoch(epoch):
+        if epoch == 2:  # epochs 0-1 checkpointed; epoch 1's clusters are reused by epoch 2? no: 3
+            raise _Crash
+        return original(epoch)
+
+    crashing.train_epoch = train_epoch
+    with pytest.raises(_Crash):
+        crashing.fit()
+    FrozenTeacherTrainer(ds, params, tmp_path / "B", progress=False).fit(resume=True)
+    a, b = (load_file(str(tmp_path / r / "tower.safetensors")) for r in ("A", "B"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key].numpy(), b[key].numpy()), key
+    losses = [[json.loads(x).get("loss") for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()] for r in "AB"]
+    assert losses[0] == losses[1]
+
+
+def test_teacher_eval_reads_every_kind(ds, tiny_xc_dir, tiny_bert_dir, cache, tmp_path, capsys):
+    zs = tmp_path / "zs"
+    assert main(["soft-labels", "zero-shot-teacher", "--data", str(tiny_xc_dir), "--out", str(zs),
+                 "--encoder", str(tiny_bert_dir), "--max-len", "16"]) == 0
+    assert TeacherFolder.read(zs).kind == "zero-shot"
+    capsys.readouterr()
+    assert main(["teacher", "eval", "--data", str(tiny_xc_dir), "--teacher", str(zs), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert {"P@1", "PSP@5", "C@1", "C@5", "R@100"} <= set(metrics)
+    # a frozen teacher whose exported embeddings are gone is re-embedded from its tower
+    fr = tmp_path / "fr"
+    final = train_teacher(ds, _params(tiny_bert_dir, cache, epochs=2), fr, progress=False)
+    for split in ("lbl", "tst"):
+        (fr / "embeddings" / f"{split}.npy").unlink()
+    assert main(["teacher", "eval", "--data", str(tiny_xc_dir), "--teacher", str(fr), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["P@1"] == pytest.approx(final["P@1"]) and again["PSP@5"] == pytest.approx(final["PSP@5"])
+    assert main(["soft-labels", "build", "--data", str(tiny_xc_dir), "--teacher", str(zs),
+                 "--out", str(tmp_path / "soft.npz")]) == 0
+
+
+def test_bad_folders_say_what_is_wrong(ds, tiny_xc_dir, tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="teacher folder .*nope not found"):
+        TeacherFolder.read(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TeacherFolderError, match="neither config.json nor embeddings"):
+        TeacherFolder.read(tmp_path / "empty")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"kind": "magic"}))
+    with pytest.raises(TeacherFolderError, match=r"config.json: field 'kind' = 'magic'"):
+        TeacherFolder.read(bad)
+    (bad / "config.json").write_text(json.dumps({"kind": "frozen", "hidden": 0}))
+    with pytest.raises(TeacherFolderError, match=r"config.json: field 'hidden' = 0; expected >= 1"):
+        TeacherFolder.read(bad)
+    (bad / "config.json").write_text(json.dumps({"kind": "frozen"}))
+    rc = main(["teacher", "eval", "--data", str(tiny_xc_dir), "--teacher", str(bad)])
+    assert rc == 2 and "tower.safetensors: missing" in capsys.readouterr().err
+
+
+def test_cli_kind_and_presets(tmp_path, capsys):
+    assert main(["teacher", "train", "--kind", "frozen", "--print-params"]) == 0
+    p = json.loads(capsys.readouterr().out)
+    assert p["kind"] == "frozen" and p["batch_type"] == "pair"
+    assert main(["teacher", "train", "--kind", "finetune", "--print-params"]) == 0
+    assert json.loads(capsys.readouterr().out) == TeacherParams().to_dict()
+    assert preset("lf-wikipedia-500k").kind == "finetune"
+    assert main(["teacher", "train", "--kind", "frozen", "--preset", "lf-aol-270k", "--print-params"]) == 2
+    assert "contradicts" in capsys.readouterr().err
+    with pytest.raises(Exception, match="'pair' is a frozen-teacher batch type"):
+        TeacherParams(batch_type="pair").validate()
