@@ -73,11 +73,14 @@ class Variant:
         self.steps = 0
         self.profile = cProfile.Profile() if args.profile else None
 
-    def step(self, row_ids, global_rows: int) -> None:
+    def step(self, row_ids, global_rows: int, lr_factor: float) -> None:
         from lever.train.backbone import AmpContext
         from lever.train.rows import Batch
 
         torch = self.torch
+        for _, opt, base in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = base * lr_factor
         if self.profile is not None:
             self.profile.enable()
         marks = [time.perf_counter()]
@@ -140,10 +143,11 @@ def main() -> int:
     ap.add_argument("--soft-td5", default="runs/soft_zs_wordnet_td5.npz")
     ap.add_argument("--embeddings", help="teacher folder: encoder cached+tfidf on its embeddings (default: tfidf)")
     ap.add_argument("--cache-dir", default="runs/cache/bench_lever_epoch_cost")
-    ap.add_argument("--steps", type=int, default=200, help="timed steps per variant")
+    ap.add_argument("--steps", type=int, default=200, help="timed steps per variant (may span epochs)")
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps per variant first")
     ap.add_argument("--chunk", type=int, default=20, help="steps per variant per round-robin turn")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr-warmup", type=int, default=20, help="warm-up steps of the cosine schedule")
     ap.add_argument("--lam", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -158,6 +162,7 @@ def main() -> int:
     from lever.data import XCDataset
     from lever.hooks import get_plugin_manager
     from lever.train.rows import GlobalBatchSampler
+    from lever.train.schedule import lr_factor
 
     torch.set_num_threads(args.threads)
     dataset = XCDataset.load(args.data)
@@ -170,11 +175,15 @@ def main() -> int:
     variants = [Variant(n, dataset, s, args, pm, Path(args.cache_dir)) for n, s, pm in specs]
     num_rows = variants[0].rows.num_rows
     sampler = GlobalBatchSampler(num_rows, args.batch_size, seed=args.seed)
-    perm = sampler.permutation(0)
+    perms = {}
+    total = args.warmup + args.steps
 
-    def rows_of(step):
-        micro, n = sampler.step_rows(0, step, perm)
-        return np.asarray(micro[0], dtype=np.int64), n
+    def rows_of(i):
+        """Global step i: its rows (epoch after epoch, as the loop) and the loop's lr factor."""
+        epoch, step = divmod(i, sampler.steps_per_epoch())
+        perm = perms.setdefault(epoch, sampler.permutation(epoch))
+        micro, n = sampler.step_rows(epoch, step, perm)
+        return np.asarray(micro[0], dtype=np.int64), n, lr_factor(i, total, args.lr_warmup, "cosine")
 
     for v in variants:  # warm-up (allocations, optimizer state), then reset the clocks
         for step in range(args.warmup):
@@ -218,12 +227,12 @@ def _markdown(report: dict) -> str:
     lines = [
         "# LEVER's epoch cost (Renée, label rows on in every variant)",
         "",
-        f"{report['data']}: {report['rows']:,} rows (documents + labels) × {report['labels']:,} labels, "
+        (f"{report['data']}: {report['rows']:,} rows (documents + labels) × {report['labels']:,} labels, "
         f"batch {report['batch_size']}, {report['steps_per_epoch']} steps/epoch, encoder {report['encoder']}, "
-        f"{report['threads']} thread(s); 1-min load average during the run: {report['loadavg_1m']}.",
+        f"{report['threads']} thread(s); 1-min load average during the run: {report['loadavg_1m']}."),
         "",
-        "| variant | soft nnz | nnz(t)/step | ms/step | targets | inputs | forward_backward | optimizer "
-        "| × label rows | epoch (s, est.) |",
+        ("| variant | soft nnz | nnz(t)/step | ms/step | targets | inputs | forward_backward | optimizer "
+        "| × label rows | epoch (s, est.) |"),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in report["variants"].items():

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from renee_wordnet import run_omikuji  # noqa: E402  (bench scripts share the Omikuji runner)
+from renee_wordnet import run_omikuji  # bench scripts share the Omikuji runner
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KS = (1, 3, 5)
@@ -150,8 +150,8 @@ def markdown(ds, runs: dict, tag: str) -> str:
         lines.append(f"\nPer-epoch time, renee_lever / renee_label_rows: {ratio:.2f}x")
     auto = runs.get("renee_lever_auto", {}).get("info", {})
     if "auto_grid" in auto:
-        lines += ["", "## `--lam auto` grid (validation split)", "",
-                  "| cell | stage | P@5 | PSP@5 | C@5 | s |", "|---|---|---|---|---|---|"]
+        lines += ["", "## `--lam auto` grid (validation split)", ""]
+        lines += ["| cell | stage | P@5 | PSP@5 | C@5 | s |", "|---|---|---|---|---|---|"]
         for c in auto["auto_grid"]:
             m = c["metrics"]
             lines.append(f"| {c['name']} | {c['stage']} | {m['P@5']:.2f} | {m['PSP@5']:.2f} | "

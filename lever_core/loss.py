@@ -148,6 +148,8 @@ class SparseTargets:
 
     def col_slice(self, start: int, stop: int) -> SparseTargets:
         """Labels ``start .. stop−1`` re-based to 0 (a process's shard of the label columns)."""
+        if (start, stop) == (0, self.shape[1]):  # every label: an unsharded step, nothing to copy
+            return self
         keep = (self.cols >= start) & (self.cols < stop)
         return SparseTargets(
             self.rows[keep], self.cols[keep] - start, self.vals[keep], (self.shape[0], stop - start),

@@ -377,3 +377,18 @@ def test_lever_train_kappa_end_to_end(tiny_xc_dir, tiny_bert_dir, tmp_path):
     w_lam = run(tmp_path / "lam", "--lam", "0.5")
     assert json.loads((tmp_path / "lam" / "config.json").read_text())["kappa"] is None
     assert any(not torch.equal(w_kappa[k], w_lam[k]) for k in w_kappa)  # κ reached the loss
+
+
+@pytest.mark.parametrize("lam", [0.5, 0.3, 0.0, 1.0])
+def test_constant_lambda_targets_are_bit_identical_to_scipy_arithmetic(lam):
+    """kappa=None keeps the values the per-batch scipy expression λ·y + (1−λ)·p̂ gave."""
+    y, p, _ = _problem(seed=3)
+    y_csr, p_csr = sp.csr_matrix(y), sp.csr_matrix(p)
+    expect = (float(lam) * y_csr + (1.0 - float(lam)) * p_csr).tocsr()
+    expect.eliminate_zeros()
+    expect.sort_indices()
+    t = soft_targets(np.arange(B), y_csr, p_csr, lam=lam)
+    coo = expect.tocoo()
+    assert torch.equal(t.rows, torch.from_numpy(coo.row.astype(np.int64)))
+    assert torch.equal(t.cols, torch.from_numpy(coo.col.astype(np.int64)))
+    assert torch.equal(t.vals, torch.from_numpy(coo.data.astype(np.float32)))

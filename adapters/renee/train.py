@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -187,7 +187,7 @@ class ReneeBackbone(Backbone):
     name = "renee"
     params_class = ReneeParams
     # Measured on this 2-core CPU with frozen MiniLM ⊕ TF-IDF (docs/renee.md, "CPU defaults").
-    train_defaults = {"epochs": 5, "batch_size": 64, "warmup_steps": 20}
+    train_defaults: ClassVar[dict[str, Any]] = {"epochs": 5, "batch_size": 64, "warmup_steps": 20}
 
     def __init__(self, params: ReneeParams | dict | None = None):
         super().__init__(nest_encoder_keys(params) if isinstance(params, dict) else params)

@@ -72,7 +72,9 @@ def lever_targets(
 ) -> SparseTargets | None:
     """Build a batch's sparse training targets from its ground truth and teacher rows.
 
-    Runs on CPU for every training batch, after :func:`lever_teacher_rows`. ``y_rows`` and
+    Runs on CPU for every training batch, after :func:`lever_teacher_rows`. (``lever train``
+    builds the defaults' targets of all rows once instead, when no plugin implements this hook or
+    ``lever_teacher_rows``: see ``lever.train.rows.BatchBuilder``.) ``y_rows`` and
     ``soft_rows`` are ``(B, L)`` CSRs aligned with ``row_ids``; ``params`` carries λ, κ, the mode
     and the reduction. ``label_lam`` is ``None`` (one λ, ``params.lam``) or, when ``params.kappa``
     is set, the per-label λ: float32 ``[L]``, ``λ_l = n_l / (n_l + κ)`` with ``n_l`` the training

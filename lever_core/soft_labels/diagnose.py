@@ -82,8 +82,9 @@ def format_diagnosis(d: dict[str, Any]) -> str:
         f"{m}: student {d['student'][m]:.2f} teacher {d['teacher'][m]:.2f}"
         for m in (f"P@{k}", f"PSP@{k}", f"C@{k}")
     )
-    rows = [f"{'bin':>3} {'labels':>7} {'freq':>11} {'R student':>9} {'R teacher':>9} "
-            f"{'PSP stud.':>9} {'PSP teach.':>10} {'P stud.':>7} {'P teach.':>8}"]
+    header = (f"{'bin':>3} {'labels':>7} {'freq':>11} {'R student':>9} {'R teacher':>9} "
+              f"{'PSP stud.':>9} {'PSP teach.':>10} {'P stud.':>7} {'P teach.':>8}")
+    rows = [header]
     for s, t in zip(d["student_deciles"], d["teacher_deciles"]):
         freq = f"{s['min_train_freq']}-{s['max_train_freq']}"
         mark = " <- teacher" if s["bin"] in d["teacher_better_bins"] else ""

@@ -86,6 +86,12 @@ def frozen_features(
     }
 
 
+def _as_tensor(rows, device) -> torch.Tensor:
+    if isinstance(rows, torch.Tensor):
+        return rows.to(device).float()
+    return torch.from_numpy(np.array(rows, dtype=np.float32)).to(device)  # copies memmap rows
+
+
 @torch.no_grad()
 def apply_tower(
     tower: nn.Module, features: np.ndarray | torch.Tensor, chunk: int = 16384
@@ -96,7 +102,7 @@ def apply_tower(
     device = next(tower.parameters()).device
     try:
         out = [
-            tower(torch.as_tensor(np.array(features[s : s + chunk]), device=device).float())
+            tower(_as_tensor(features[s : s + chunk], device))
             .cpu()
             .numpy()
             for s in range(0, len(features), chunk)
