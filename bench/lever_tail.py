@@ -123,8 +123,8 @@ def markdown(ds, runs: dict, tag: str) -> str:
     lines = [
         f"# Does LEVER lift the tail? {tag} (CPU, Renée on frozen MiniLM ⊕ TF-IDF, Renée's defaults)",
         "",
-        f"{ds.num_train:,} train / {ds.num_test:,} test documents, {ds.num_labels:,} labels; "
-        "test filter applied; metrics in %.",
+        (f"{ds.num_train:,} train / {ds.num_test:,} test documents, {ds.num_labels:,} labels; "
+         "test filter applied; metrics in %."),
         "",
         "| model | P@1 | P@3 | P@5 | PSP@1 | PSP@3 | PSP@5 | C@1 | C@3 | C@5 | s/epoch |",
         "|---|" + "---|" * 10,
