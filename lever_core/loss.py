@@ -114,9 +114,6 @@ class SparseTargets:
             return self
         return self._map(lambda x: x.to(device, non_blocking=True))
 
-    def pin_memory(self) -> SparseTargets:
-        return self._map(torch.Tensor.pin_memory)
-
     def _map(self, fn) -> SparseTargets:
         return dataclasses.replace(
             self, rows=fn(self.rows), cols=fn(self.cols), vals=fn(self.vals),

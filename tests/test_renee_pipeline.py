@@ -23,7 +23,7 @@ def syn_dir(tmp_path_factory):
 
 def test_plugin_is_found_through_the_entry_point():
     from lever.hooks import get_plugin_manager
-    from lever.train.backbone import get_backbone_class
+    from lever.hooks.registry import get_backbone_class
 
     eps = {ep.name: ep.value for ep in md.entry_points(group="lever.adapters")}
     assert eps.get("renee") == "lever_adapters.renee.plugin"

@@ -241,7 +241,7 @@ def test_generic_on_a_teacher_folders_embeddings(tiny_xc_dir, tiny_bert_dir, cac
 def test_resume_after_a_crash_mid_epoch(
     tiny_xc_dir, tiny_bert_dir, cache_dir, monkeypatch, tmp_path
 ):
-    from lever.train.generic import GenericBackbone
+    from lever_adapters.generic.backbone import GenericBackbone
 
     kw = {
         "epochs": 2,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lever.hooks import Adapter, ClassifierOutput, hookimpl
+from lever.hooks import Adapter, hookimpl
 
 
 class ReneeAdapter(Adapter):
@@ -22,9 +22,6 @@ class ReneeAdapter(Adapter):
     Renée's own recipe is ``"sum"``."""
 
     name = "renee"
-
-    def training_output(self, inputs: Any, targets, hook) -> ClassifierOutput:
-        return ClassifierOutput(self.classifier(inputs))
 
     def training_loss(self, inputs: Any, targets, params, hook):
         from lever_adapters.renee.model import fused_ova_bce

@@ -43,7 +43,6 @@ from lever_adapters.renee.model import (
     OvAClassifier,
     ReneeModule,
     TransformerPart,
-    fused_ova_bce,
     ova_bce_grads,
 )
 from lever_adapters.renee.params import ENCODER_KINDS, EncoderParams, ReneeParams
@@ -327,13 +326,6 @@ class ReneeBackbone(Backbone):
         if loss is not None:
             self._last_loss = float(loss) * batch.loss_scale
         return self._last_loss
-
-    def loss(self, module: ReneeModule, batch) -> torch.Tensor:
-        """Summed BCE of the micro-batch over this process's labels (autograd face of the step)."""
-        clf = module.classifier
-        emb = module.head(batch.inputs).float()
-        t = batch.targets.to(emb.device).col_slice(clf.lo, clf.hi)
-        return fused_ova_bce(emb, clf.weight, t, self.params.clf_micro_batch)
 
     # -- prediction ---------------------------------------------------------------------------
     def predict_scores(self, module: ReneeModule, inputs: Any, labels: slice) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 from typing import Any, ClassVar
 
@@ -28,12 +27,12 @@ class ClassifierOutput:
         return self.label_ids is not None
 
 
-class Adapter(abc.ABC):
+class Adapter:
     """Runs ``classifier`` in a training step and returns the LEVER loss.
 
     Subclasses implement :meth:`training_output`; backbones whose classifier has a hand-written
     backward (Renée) override :meth:`training_loss` instead, returning a scalar whose
-    ``backward()`` produces the LEVER gradient (e.g. through ``lever.loss.LeverFusedBCE``).
+    ``backward()`` produces the LEVER gradient (e.g. through ``lever.loss.fused_grad_``).
     An adapter never changes what the classifier computes at inference.
     """
 
@@ -42,10 +41,12 @@ class Adapter(abc.ABC):
     def __init__(self, classifier: Any):
         self.classifier = classifier
 
-    @abc.abstractmethod
     def training_output(self, inputs: Any, targets: SparseTargets, hook: Any) -> ClassifierOutput:
         """The classifier's scores on ``inputs``. ``targets`` and ``hook`` (the plugin manager's
         ``pm.hook``) are there for shortlisting classifiers that call ``hook.lever_shortlist``."""
+        raise NotImplementedError(
+            f"adapter {self.name!r} implements neither training_output nor training_loss"
+        )
 
     def training_loss(
         self, inputs: Any, targets: SparseTargets, params: LeverLossParams, hook: Any

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pluggy
 
-from lever.hooks import defaults, generic, specs
+from lever.hooks import defaults, specs
 
 ENTRY_POINT_GROUP = "lever.adapters"
 DEFAULTS_PLUGIN = "lever.defaults"
 
 
 def get_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
-    """A new plugin manager with lever's hookspecs, the defaults, the generic adapter and (unless
-    ``load_entry_points`` is False) every plugin of the ``lever.adapters`` entry-point group.
+    """A new plugin manager with lever's hookspecs, the defaults and (unless ``load_entry_points``
+    is False) every plugin of the ``lever.adapters`` entry-point group, the built-in ``generic``,
+    ``renee``, ``elias`` and ``cascadexml`` adapters included.
 
     A third-party package adds an adapter by declaring, in its pyproject.toml::
 
@@ -22,7 +23,6 @@ def get_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
     pm = pluggy.PluginManager(specs.PROJECT)
     pm.add_hookspecs(specs)
     pm.register(defaults, name=DEFAULTS_PLUGIN)
-    pm.register(generic, name="generic")
     if load_entry_points:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     return pm

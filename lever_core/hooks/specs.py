@@ -2,7 +2,7 @@
 
 Every hook is called with keyword arguments only. ``firstresult`` hooks stop at the first
 implementation that returns something other than ``None``; the built-in defaults
-(:mod:`lever.hooks.defaults`, :mod:`lever.hooks.generic`) are registered ``trylast`` so an adapter
+(:mod:`lever.hooks.defaults`, and the generic adapter ``lever_adapters.generic.plugin``) are registered ``trylast`` so an adapter
 overrides a default simply by implementing the hook and returning a value. Implement hooks with
 :data:`hookimpl` and expose the module through the ``lever.adapters`` entry-point group.
 """

@@ -10,7 +10,8 @@ Quick use::
 
 from __future__ import annotations
 
-from lever.train.backbone import AmpContext, Backbone, BuildContext, ParamGroup, available_backbones
+from lever.hooks.registry import available_backbones
+from lever.train.backbone import AmpContext, Backbone, BuildContext, ParamGroup
 from lever.train.loop import TrainResult, load_trained, train
 from lever.train.params import TrainParams
 from lever.train.predict import predict_topk, topk_to_csr

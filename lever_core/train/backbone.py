@@ -28,8 +28,8 @@ gradients summed over processes by the loop); ``requires_grad=False`` marks proc
 are per process. Model-parallel backbones also set ``collective_predict`` and override
 ``export_state_dict`` to gather their shards into the single-process layout.
 
-Backbones are found by name through the plugin manager (``lever.hooks``): an adapter implements
-the ``lever_register_backbones`` hook and returns ``{name: BackboneClass}``.
+Backbones are found by name through the plugin manager (``lever.hooks.registry``): an adapter
+implements the ``lever_register_backbones`` hook and returns ``{name: BackboneClass}``.
 """
 
 from __future__ import annotations
@@ -129,8 +129,12 @@ class Backbone(abc.ABC):
     @abc.abstractmethod
     def test_inputs(self, row_ids: np.ndarray) -> Any: ...
 
-    @abc.abstractmethod
-    def loss(self, module: torch.nn.Module, batch) -> torch.Tensor: ...
+    def loss(self, module: torch.nn.Module, batch) -> torch.Tensor:
+        """The summed (not averaged) loss of the micro-batch, for the default ``forward_backward``;
+        a backbone with a hand-written backward overrides ``forward_backward`` instead."""
+        raise NotImplementedError(
+            f"backbone {self.name!r} implements neither loss nor forward_backward"
+        )
 
     @abc.abstractmethod
     def predict_scores(
@@ -172,6 +176,8 @@ class Backbone(abc.ABC):
         one-vs-all head: sigmoid probabilities would tie once they round to 1.0 in float32, and
         ``lever eval`` re-ranks stored scores); a row with fewer than k admissible labels is
         padded with id -1 and score -inf."""
+        from lever.metrics.ranking import blockwise_topk
+
         return blockwise_topk(
             lambda labels: self.predict_scores(module, inputs, labels),
             k,
@@ -199,59 +205,3 @@ def to_device(obj: Any, device: torch.device) -> Any:
             },
         )
     return obj
-
-
-@torch.no_grad()
-def blockwise_topk(
-    score_block,
-    k: int,
-    num_labels: int,
-    exclude: sp.csr_matrix | None = None,
-    label_block: int = 65536,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k over labels computed one label block at a time, so memory is ``b × label_block``."""
-    best_s: torch.Tensor | None = None
-    best_i: torch.Tensor | None = None
-    ex = None if exclude is None else exclude.tocoo()
-    for lo in range(0, num_labels, label_block):
-        hi = min(num_labels, lo + label_block)
-        s = score_block(slice(lo, hi)).float()
-        if ex is not None and ex.nnz:
-            sel = (ex.col >= lo) & (ex.col < hi)
-            if sel.any():
-                r = torch.as_tensor(ex.row[sel], dtype=torch.long, device=s.device)
-                c = torch.as_tensor(ex.col[sel] - lo, dtype=torch.long, device=s.device)
-                s[r, c] = float("-inf")
-        kk = min(k, hi - lo)
-        bs, bi = torch.topk(s, kk, dim=1)
-        bi = bi + lo
-        if best_s is not None:
-            bs, bi = torch.cat([best_s, bs], 1), torch.cat([best_i, bi], 1)
-            top = torch.topk(bs, min(k, bs.shape[1]), dim=1)
-            bs, bi = top.values, torch.gather(bi, 1, top.indices)
-        best_s, best_i = bs, bi
-    assert best_s is not None and best_i is not None
-    best_i = torch.where(torch.isneginf(best_s), torch.full_like(best_i, -1), best_i)
-    return best_i.cpu().numpy().astype(np.int64), best_s.cpu().numpy().astype(np.float32)
-
-
-def get_backbone_class(name: str, plugin_manager=None) -> type[Backbone]:
-    """The backbone registered under ``name`` by any installed adapter."""
-    registry = available_backbones(plugin_manager)
-    if name not in registry:
-        raise ValueError(f"backbone {name!r}: not registered; available: {sorted(registry)}")
-    return registry[name]
-
-
-def available_backbones(plugin_manager=None) -> dict[str, type[Backbone]]:
-    if plugin_manager is None:
-        from lever.hooks import get_plugin_manager
-
-        plugin_manager = get_plugin_manager()
-    registry: dict[str, type[Backbone]] = {}
-    for found in plugin_manager.hook.lever_register_backbones():
-        for key, cls in (found or {}).items():
-            if key in registry and registry[key] is not cls:
-                raise ValueError(f"backbone {key!r} registered twice ({registry[key]} and {cls})")
-            registry[key] = cls
-    return registry

@@ -159,6 +159,7 @@ def register(subparsers) -> None:
 
 def resolve_params(args):
     """TrainParams from defaults, ``--params`` and flags, with the backbone's settings filled in."""
+    from lever.hooks.manager import get_plugin_manager
     from lever.train.loop import make_backbone, resolve_backbone_defaults
     from lever.train.params import TrainParams
 
@@ -206,7 +207,7 @@ def resolve_params(args):
     if args.encoder is not None:
         backbone_params["encoder"] = args.encoder
     params = params.replace(backbone_params=backbone_params)
-    return resolve_backbone_defaults(params, make_backbone(params))
+    return resolve_backbone_defaults(params, make_backbone(params, get_plugin_manager()))
 
 
 def _train(args) -> int:

@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from lever.hooks.manager import get_plugin_manager
 from lever.train.backbone import (
     AmpContext,
     Backbone,
     BuildContext,
     ParamGroup,
-    get_backbone_class,
     to_device,
 )
 from lever.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -108,15 +108,10 @@ def build_optimizers(
     return out
 
 
-def default_plugin_manager():
-    from lever.hooks import get_plugin_manager
+def make_backbone(params: TrainParams, plugin_manager) -> Backbone:
+    from lever.hooks.registry import make_backbone as make
 
-    return get_plugin_manager()
-
-
-def make_backbone(params: TrainParams, plugin_manager=None) -> Backbone:
-    cls = get_backbone_class(params.backbone, plugin_manager)
-    return cls(params.backbone_params)
+    return make(params.backbone, params.backbone_params, plugin_manager)
 
 
 def resolve_backbone_defaults(params: TrainParams, backbone: Backbone) -> TrainParams:
@@ -235,7 +230,7 @@ def train(
     that many epochs (checkpointed), e.g. for time-sliced jobs."""
     from lever.data import XCDataset
 
-    plugin_manager = plugin_manager or default_plugin_manager()
+    plugin_manager = plugin_manager or get_plugin_manager()
     backbone = make_backbone(params, plugin_manager)
     # The saved config names every setting, the backbone's defaults included.
     params = resolve_backbone_defaults(params, backbone).validate()
@@ -475,7 +470,7 @@ def load_trained(
         raise FileNotFoundError(f"{weights}: the run has not finished (no final model)")
     params = TrainParams.load(config)
     dataset = XCDataset.load(data_dir or params.data)
-    plugin_manager = plugin_manager or default_plugin_manager()
+    plugin_manager = plugin_manager or get_plugin_manager()
     env = DistEnv()
     dev = resolve_device(device, env)
     backbone = make_backbone(params, plugin_manager)

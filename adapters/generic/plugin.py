@@ -67,6 +67,6 @@ def lever_adapter(classifier: Any) -> Adapter | None:
 def lever_register_backbones() -> dict[str, Any]:
     # ``lever train --backbone generic``: a linear head on frozen-encoder embeddings trained through
     # this adapter's dense-logits path. Imported lazily so loading the plugin stays cheap.
-    from lever.train.generic import GenericBackbone
+    from lever_adapters.generic.backbone import GenericBackbone
 
     return {"generic": GenericBackbone}

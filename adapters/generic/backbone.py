@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from lever.hooks.generic import GenericAdapter
 from lever.loss import LeverLossParams
 from lever.train.backbone import Backbone, BuildContext, ParamGroup
 from lever.train.embeddings import frozen_embeddings
 from lever.utils.params import Params, ParamsError
+from lever_adapters.generic.plugin import GenericAdapter
 
 
 @dataclasses.dataclass
