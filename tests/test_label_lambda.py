@@ -313,7 +313,7 @@ def test_default_hook_takes_label_lam():
     lam_l = label_lambda(counts, 5.0)
     pm = get_plugin_manager(False)
     t = pm.hook.lever_targets(row_ids=np.arange(B), y_rows=sp.csr_matrix(y), soft_rows=sp.csr_matrix(p),
-                              params=LeverLossParams(kappa=5.0), label_lam=lam_l)
+                              params=LeverLossParams(kappa=5.0), label_lam=lam_l, backbone=None)
     np.testing.assert_allclose(t.to_dense().numpy(), lam_l * y + (1 - lam_l) * p, rtol=1e-6, atol=1e-7)
 
 

@@ -186,7 +186,6 @@ def test_lever_wrap_on_a_renee_module_gives_the_soft_target_gradient(syn_dir):
     import lever
     from lever.train.backbone import BuildContext
     from lever.train.distributed import DistEnv
-    from lever_adapters.renee.plugin import ReneeAdapter
     from lever_adapters.renee.train import ReneeBackbone
 
     ds = XCDataset.load(syn_dir)
@@ -198,7 +197,7 @@ def test_lever_wrap_on_a_renee_module_gives_the_soft_target_gradient(syn_dir):
         ds.num_train, ds.num_labels, density=0.1, random_state=2, format="csr", dtype=np.float32
     )
     wrapped = lever.wrap(module, soft, lam=0.5, reduction="sum")
-    assert isinstance(wrapped.adapter, ReneeAdapter)
+    assert isinstance(wrapped.adapter, ReneeBackbone)
     rows = np.arange(10)
     inputs = bb.test_inputs(rows)
     y = ds.trn_Y[rows]

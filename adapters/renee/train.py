@@ -32,7 +32,7 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
-from lever.loss import SparseTargets
+from lever.loss import Level, SparseTargets
 from lever.train.backbone import AmpContext, Backbone, BuildContext, ParamGroup
 from lever.train.embeddings import frozen_embeddings
 from lever_adapters.renee.features import RowFeatures, StackedRows, TfidfFeaturizer
@@ -43,6 +43,7 @@ from lever_adapters.renee.model import (
     OvAClassifier,
     ReneeModule,
     TransformerPart,
+    fused_ova_bce,
     ova_bce_grads,
 )
 from lever_adapters.renee.params import ENCODER_KINDS, EncoderParams, ReneeParams
@@ -271,7 +272,48 @@ class ReneeBackbone(Backbone):
             out = self._out = torch.empty(rows, cols, dtype=dtype, device=device)
         return out
 
+    # -- the step through the hooks (lever.wrap, and lever train when lever_loss is overridden) --
+    @classmethod
+    def accepts(cls, classifier: Any) -> bool:
+        return isinstance(classifier, ReneeModule)
+
+    def training_levels(self, module: ReneeModule, inputs: Any, targets, hooks) -> list[Level]:
+        """One dense level: the logits of every label (autograd through the classifier too)."""
+        clf = module.classifier
+        if clf.shard_size != clf.num_labels:
+            raise ValueError(
+                "a lever_loss implementation is in scope for backbone 'renee', but the classifier is "
+                "label-sharded (label_shards=true): the hook needs the logits of all labels, which no "
+                "process holds. Train with label_shards=false, or remove the plugin's lever_loss"
+            )
+        emb = module.head(inputs).float()
+        return [Level(emb @ clf.weight.float().t())]
+
+    def training_loss(self, module: ReneeModule, inputs: Any, targets, params, hooks):
+        """Through ``lever_loss`` when a plugin in scope implements it; otherwise the fused BCE
+        (``FusedOvABCE``: σ(z) − t in place, two matmuls, no [B, L] autograd graph)."""
+        if hooks.overridden("lever_loss"):
+            return super().training_loss(module, inputs, targets, params, hooks)
+        clf = module.classifier
+        emb = module.head(inputs).float()
+        t = targets.to(emb.device).col_slice(clf.lo, clf.hi)
+        loss = fused_ova_bce(emb, clf.weight, t, self.params.clf_micro_batch)
+        return loss / (emb.shape[0] * clf.num_labels) if params.reduction == "mean" else loss
+
     def forward_backward(self, module: ReneeModule, batch, amp: AmpContext) -> float:
+        if self.hooks.overridden("lever_loss"):
+            # Renée's learning rates are tuned for the summed loss: back-propagate it unscaled, as
+            # the fused step does, and log it × loss_scale.
+            with amp.autocast():
+                loss = self.training_loss(
+                    module, batch.inputs, batch.targets, self.loss_params, self.hooks
+                )
+            amp.backward(loss)
+            return float(loss.detach()) * batch.loss_scale
+        return self._fused_forward_backward(module, batch, amp)
+
+    def _fused_forward_backward(self, module: ReneeModule, batch, amp: AmpContext) -> float:
+        """Renée's step: encoder with autograd, classifier gradient written by hand."""
         p: ReneeParams = self.params
         clf = module.classifier
         with amp.autocast():

@@ -1,10 +1,15 @@
-"""The contract between the shared training loop and a backbone (Renée, ELIAS, CascadeXML, the
-generic linear head, or a third party's model).
+"""The one contract of a model family (an *adapter*): Renée, ELIAS, CascadeXML, the generic linear
+head, or a third party's model. The same object serves both entry points:
 
-A backbone is a small object with six methods; the loop owns everything else (sampling, soft
-targets, optimizers, schedules, AMP, accumulation, data parallelism, checkpoints, evaluation):
+* ``lever train --backbone NAME`` — the registry (``lever_register_backbones``) gives the class;
+  the loop instantiates it with the run's ``backbone_params`` and calls ``build``.
+* ``lever.wrap(model)`` — the ``lever_adapter`` hook returns an instance whose ``accepts(model)``
+  is true; the user's loop then calls ``training_loss`` through the wrapped model.
 
-* ``build(ctx) -> nn.Module`` — create the trainable module for ``ctx.dataset``. Everything the
+The loop owns everything else (sampling, targets, optimizers, schedules, AMP, accumulation, data
+parallelism, checkpoints, evaluation). What an adapter implements:
+
+* ``build(ctx) -> nn.Module`` — the trainable module for ``ctx.dataset``. Everything the
   module needs at prediction time must be in its ``state_dict`` (it is saved with safetensors).
 * ``param_groups(module) -> list[ParamGroup]`` — each group gets its own optimizer (``sgd``,
   ``adam`` or ``adamw``) and learning rate, all following the run's warm-up + decay schedule;
@@ -12,12 +17,16 @@ targets, optimizers, schedules, AMP, accumulation, data parallelism, checkpoints
 * ``batch_inputs(row_ids)`` / ``test_inputs(row_ids)`` — what a batch carries besides the row
   ids and targets (token ids, cached embeddings, ...). Runs on CPU, possibly in DataLoader workers,
   so it must only read picklable or memory-mapped state.
-* ``forward_backward(module, batch, amp) -> float`` — the training step of one micro-batch: compute
-  the loss over ``batch.targets`` (a ``lever.loss.SparseTargets``; soft LEVER targets when soft
-  labels are used), multiply it by ``batch.loss_scale`` and accumulate gradients into ``.grad``
-  (``amp.backward(loss)`` handles loss scaling). Return the scaled loss for logging. The default
-  does autograd on ``loss()``; backbones with a hand-written backward (Renée) override it.
-* ``loss(module, batch) -> Tensor`` — the summed (not averaged) loss of the micro-batch.
+* ``training_levels(module, inputs, targets, hooks) -> list[Level]`` — the scores of a batch,
+  one :class:`lever.loss.Level` per level (logits, candidate ids or ``None`` for dense, id space:
+  labels or the clusters of level ``i``). Cluster levels also need ``cluster_map(module, i)``;
+  their targets are the label targets projected by the ``lever_level_targets`` hook. The default
+  ``training_loss`` hands levels and per-level targets to the ``lever_loss`` hook (default: the
+  BCE of every level, summed) and ``forward_backward`` back-propagates it.
+* ``forward_backward(module, batch, amp) -> float`` — override only for a hand-written backward
+  (Renée's fused classifier step). The targets still come from ``batch.targets`` (built by the
+  ``lever_targets`` hook), and a ``lever_loss`` implementation in scope must either reach the
+  step (Renée then runs the autograd path) or be refused with a clear error.
 * ``predict_scores(module, inputs, labels) -> Tensor [b, len(labels)]`` — scores of a label block;
   the loop handles filters and top-k blockwise. Backbones that never score all labels (shortlists)
   override ``predict_topk`` instead.
@@ -28,13 +37,12 @@ gradients summed over processes by the loop); ``requires_grad=False`` marks proc
 are per process. Model-parallel backbones also set ``collective_predict`` and override
 ``export_state_dict`` to gather their shards into the single-process layout.
 
-Backbones are found by name through the plugin manager (``lever.hooks.registry``): an adapter
-implements the ``lever_register_backbones`` hook and returns ``{name: BackboneClass}``.
+Backbones are found by name through the plugin manager (``lever.hooks.registry``); the hooks a
+backbone calls are scoped to it (``lever.hooks.manager.ScopedHooks``).
 """
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import dataclasses
 from pathlib import Path
@@ -44,6 +52,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from lever.hooks.manager import ScopedHooks
+from lever.loss import Level, LeverLossParams, SparseTargets
 from lever.utils.params import Params
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -81,7 +91,7 @@ class BuildContext:
     device: torch.device
     env: Any  # lever.train.distributed.DistEnv
     cache_dir: Path
-    plugin_manager: Any = None
+    hooks: ScopedHooks | None = None  # the hooks in this backbone's scope
 
 
 class AmpContext:
@@ -101,14 +111,18 @@ class AmpContext:
         self.scaler.scale(loss).backward()
 
 
-class Backbone(abc.ABC):
-    """Base class of every backbone; see the module docstring for the contract."""
+class Backbone:
+    """Base class of every adapter (one per model family); see the module docstring."""
 
     name: ClassVar[str] = ""
     params_class: ClassVar[type[Params]] = Params
     # The loop settings (epochs, batch_size, warmup_steps) this backbone trains best with on a CPU
     # when the user leaves them unset; see ``TrainParams.with_defaults``.
     train_defaults: ClassVar[dict[str, Any]] = {}
+    # True when predicting needs every process (model-parallel parts): evaluation then calls
+    # predict_topk on all ranks together, otherwise rank 0 predicts alone; and forward_backward is
+    # called on every rank even for an empty micro-batch. May be set per instance in ``build``.
+    collective_predict: bool = False
 
     def __init__(self, params: Params | dict | None = None):
         if params is None or isinstance(params, dict):
@@ -116,35 +130,101 @@ class Backbone(abc.ABC):
                 params or {}, source=f"backbone_params ({self.name})"
             )
         self.params = params
+        self.hooks = ScopedHooks(None, self.name)  # lever's defaults until attach()
+        self.loss_params = LeverLossParams(reduction="sum")
 
-    @abc.abstractmethod
-    def build(self, ctx: BuildContext) -> torch.nn.Module: ...
+    def attach(self, hooks: ScopedHooks, loss_params: LeverLossParams) -> Backbone:
+        """Called by ``lever train`` and ``lever.wrap`` before training: the hooks in this
+        backbone's scope and the loss settings (``sum`` in the loop, the user's in ``wrap``)."""
+        self.hooks, self.loss_params = hooks, loss_params
+        return self
 
-    @abc.abstractmethod
-    def param_groups(self, module: torch.nn.Module) -> list[ParamGroup]: ...
+    # -- lever.wrap ------------------------------------------------------------------------------
+    @classmethod
+    def accepts(cls, classifier: Any) -> bool:
+        """Whether ``classifier`` (an existing model given to ``lever.wrap``) is of this family."""
+        return False
 
-    @abc.abstractmethod
-    def batch_inputs(self, row_ids: np.ndarray) -> Any: ...
+    # -- lever train: building -------------------------------------------------------------------
+    def build(self, ctx: BuildContext) -> torch.nn.Module:
+        raise NotImplementedError(f"backbone {self.name!r} does not build models (lever.wrap only)")
 
-    @abc.abstractmethod
-    def test_inputs(self, row_ids: np.ndarray) -> Any: ...
+    def param_groups(self, module: torch.nn.Module) -> list[ParamGroup]:
+        raise NotImplementedError(f"backbone {self.name!r} defines no parameter groups")
 
-    def loss(self, module: torch.nn.Module, batch) -> torch.Tensor:
-        """The summed (not averaged) loss of the micro-batch, for the default ``forward_backward``;
-        a backbone with a hand-written backward overrides ``forward_backward`` instead."""
+    def batch_inputs(self, row_ids: np.ndarray) -> Any:
+        raise NotImplementedError(f"backbone {self.name!r} defines no training inputs")
+
+    def test_inputs(self, row_ids: np.ndarray) -> Any:
+        raise NotImplementedError(f"backbone {self.name!r} defines no test inputs")
+
+    # -- the training step (both entry points) ---------------------------------------------------
+    def training_levels(
+        self, module: torch.nn.Module, inputs: Any, targets: SparseTargets, hooks: ScopedHooks
+    ) -> list[Level]:
+        """The scores of one batch, one :class:`lever.loss.Level` per level (dense one-vs-all:
+        one level with all label ids). ``targets`` (label targets) and ``hooks`` are there for
+        shortlisting backbones, which project targets (:meth:`level_targets`) and call
+        ``hooks.lever_shortlist`` before keeping candidates."""
         raise NotImplementedError(
-            f"backbone {self.name!r} implements neither loss nor forward_backward"
+            f"backbone {self.name!r} implements neither training_levels nor training_loss"
         )
 
-    @abc.abstractmethod
-    def predict_scores(
-        self, module: torch.nn.Module, inputs: Any, labels: slice
-    ) -> torch.Tensor: ...
+    def cluster_map(self, module: torch.nn.Module, level: int) -> tuple[torch.Tensor, int]:
+        """``(label_to_cluster [L], num_clusters)`` of tree level ``level``, for projecting targets."""
+        raise NotImplementedError(f"backbone {self.name!r} has no cluster level {level}")
 
-    # True when predicting needs every process (model-parallel parts): evaluation then calls
-    # predict_topk on all ranks together, otherwise rank 0 predicts alone; and forward_backward is
-    # called on every rank even for an empty micro-batch. May be set per instance in ``build``.
-    collective_predict: bool = False
+    def level_targets(
+        self,
+        module: torch.nn.Module,
+        level: Level,
+        targets: SparseTargets,
+        hooks: ScopedHooks,
+    ) -> SparseTargets:
+        """The label ``targets`` in ``level``'s id space (``lever_level_targets`` for clusters)."""
+        if level.is_labels:
+            return targets
+        mapping, num_clusters = self.cluster_map(module, int(level.space))
+        return hooks.lever_level_targets(
+            targets=targets, level=int(level.space), label_to_cluster=mapping,
+            num_clusters=num_clusters,
+        )
+
+    def training_loss(
+        self,
+        module: torch.nn.Module,
+        inputs: Any,
+        targets: SparseTargets,
+        params: LeverLossParams,
+        hooks: ScopedHooks,
+    ) -> torch.Tensor:
+        """The LEVER loss of one batch: levels, targets per level, then ``hooks.lever_loss``."""
+        levels = self.training_levels(module, inputs, targets, hooks)
+        per_level = [self.level_targets(module, lv, targets, hooks) for lv in levels]
+        loss = hooks.lever_loss(levels=levels, targets=per_level, params=params)
+        if loss is None:
+            raise RuntimeError(f"backbone {self.name!r}: no lever_loss implementation returned a loss")
+        return loss
+
+    def forward_backward(self, module: torch.nn.Module, batch, amp: AmpContext) -> float:
+        """One micro-batch of ``lever train``: the summed loss × ``batch.loss_scale``, gradients
+        accumulated into ``.grad``; returns the scaled loss for logging. Backbones with a
+        hand-written backward (Renée) override this and must still honour ``lever_loss``."""
+        with amp.autocast():
+            loss = self.training_loss(
+                module, batch.inputs, batch.targets, self.loss_params, self.hooks
+            )
+            loss = loss * batch.loss_scale
+        amp.backward(loss)
+        return float(loss.detach())
+
+    # -- prediction and state --------------------------------------------------------------------
+    def predict_scores(self, module: torch.nn.Module, inputs: Any, labels: slice) -> torch.Tensor:
+        """Scores ``[b, len(labels)]`` of a label block, for the default :meth:`predict_topk`;
+        a shortlisting backbone overrides ``predict_topk`` instead."""
+        raise NotImplementedError(
+            f"backbone {self.name!r} implements neither predict_scores nor predict_topk"
+        )
 
     def export_state_dict(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The complete weights saved as ``model.safetensors`` and loaded by ``lever predict`` into
@@ -154,12 +234,6 @@ class Backbone(abc.ABC):
 
     def on_epoch_start(self, module: torch.nn.Module, epoch: int) -> None:
         """Work before each epoch (e.g. ELIAS refreshes its cluster parents)."""
-
-    def forward_backward(self, module: torch.nn.Module, batch, amp: AmpContext) -> float:
-        with amp.autocast():
-            loss = self.loss(module, batch) * batch.loss_scale
-        amp.backward(loss)
-        return float(loss.detach())
 
     def predict_topk(
         self,

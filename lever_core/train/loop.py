@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from lever.hooks.manager import get_plugin_manager
+from lever.hooks.manager import get_plugin_manager, scoped_hooks
+from lever.loss import LeverLossParams
 from lever.train.backbone import (
     AmpContext,
     Backbone,
@@ -259,7 +260,13 @@ def train(
 
         seed_everything(params.seed)
         cache_dir = Path(params.cache_dir) if params.cache_dir else run_dir / "cache"
-        ctx = BuildContext(dataset, rows, params, device, env, cache_dir, plugin_manager)
+        hooks = scoped_hooks(plugin_manager, params.backbone)
+        # The loop's losses are sums; it scales them by 1 / rows in the global batch.
+        loss_params = LeverLossParams(
+            lam=params.lam, mode=params.mode, reduction="sum", kappa=params.kappa
+        )
+        backbone.attach(hooks, loss_params)
+        ctx = BuildContext(dataset, rows, params, device, env, cache_dir, hooks)
         module = backbone.build(ctx).to(device)
         trainable = [p for p in module.parameters() if p.requires_grad]
         broadcast_parameters(trainable, env)
@@ -274,7 +281,7 @@ def train(
             params.seed,
         )
         builder = BatchBuilder(
-            rows, backbone.batch_inputs, params.lam, params.mode, plugin_manager, kappa=params.kappa
+            rows, backbone.batch_inputs, params.lam, params.mode, hooks, kappa=params.kappa
         )
         steps_per_epoch = sampler.steps_per_epoch()
         total_steps = steps_per_epoch * params.epochs
@@ -476,7 +483,9 @@ def load_trained(
     backbone = make_backbone(params, plugin_manager)
     cache_dir = Path(params.cache_dir) if params.cache_dir else run_dir / "cache"
     module = backbone.build(
-        BuildContext(dataset, None, params, dev, env, cache_dir, plugin_manager)
+        BuildContext(
+            dataset, None, params, dev, env, cache_dir, scoped_hooks(plugin_manager, params.backbone)
+        )
     ).to(dev)
     try:
         module.load_state_dict(load_file(str(weights), device=str(dev)), strict=True)
