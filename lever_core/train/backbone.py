@@ -82,6 +82,30 @@ class ParamGroup:
 
 
 @dataclasses.dataclass
+class Stage:
+    """A part of training with its own optimizer groups and learning-rate schedule (warm-up and
+    decay over the stage's steps). ``epochs=None``: the epochs the other stages leave of
+    ``TrainParams.epochs`` (at most one such stage). E.g. ELIAS: clusters first, then labels."""
+
+    name: str
+    param_groups: list[ParamGroup]
+    epochs: int | None = None
+
+
+def stage_epochs(stages: list[Stage], total: int) -> list[int]:
+    """The number of epochs of each stage, their sum being ``total``."""
+    fixed = sum(s.epochs for s in stages if s.epochs is not None)
+    free = [s.name for s in stages if s.epochs is None]
+    if not stages or len(free) > 1 or fixed > total or (not free and fixed != total):
+        plan = ", ".join(f"{s.name}: {s.epochs if s.epochs is not None else 'rest'}" for s in stages)
+        raise ValueError(
+            f"the backbone's stages ({plan or 'none'}) do not fit TrainParams.epochs={total}: "
+            "the fixed epochs must sum to it, or leave at most one stage's epochs to fill it"
+        )
+    return [s.epochs if s.epochs is not None else total - fixed for s in stages]
+
+
+@dataclasses.dataclass
 class BuildContext:
     """What a backbone may use to build itself. ``rows`` is None at prediction time."""
 
@@ -232,8 +256,30 @@ class Backbone:
         model-parallel parts gather them here."""
         return module.state_dict()
 
+    # -- stages, callbacks and state the loop keeps -----------------------------------------------
+    def stages(self, module: torch.nn.Module) -> list[Stage]:
+        """The stages of training, in order; default: one stage of every parameter group."""
+        return [Stage("train", self.param_groups(module))]
+
+    def on_stage_start(self, module: torch.nn.Module, stage: Stage) -> None:
+        """Work when a stage begins, before its optimizers are built (e.g. freeze a part, build
+        clusters). Not repeated when a run resumes inside the stage: keep what it computes in
+        :meth:`extra_state`."""
+
     def on_epoch_start(self, module: torch.nn.Module, epoch: int) -> None:
         """Work before each epoch (e.g. ELIAS refreshes its cluster parents)."""
+
+    def on_step_end(self, module: torch.nn.Module, global_step: int) -> None:
+        """Work after each optimizer step (``global_step`` counts steps taken, from 1)."""
+
+    def extra_state(self, module: torch.nn.Module) -> dict[str, Any]:
+        """Training state outside the module's weights (cluster assignments, a learned adjacency,
+        counters) saved in every checkpoint, so a resumed run equals an uninterrupted one. Tensors
+        and plain Python values only (loaded with ``torch.load(weights_only=True)``)."""
+        return {}
+
+    def load_extra_state(self, module: torch.nn.Module, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned, when a run resumes."""
 
     def predict_topk(
         self,
