@@ -55,7 +55,7 @@ def _train(data, out, cache, backbone, *extra) -> None:
 
 
 BACKBONE_FLAGS = {
-    "generic": lambda enc: ["--encoder", str(enc)],
+    "generic": lambda enc: ["--bp", f"encoder={enc}"],
     "renee": lambda enc: ["--bp", "encoder.kind=tfidf", "--bp", "encoder.tfidf_min_df=1",
                           "--bp", "encoder.dropout=0.0", "--warmup-steps", "1"],
 }
@@ -88,11 +88,11 @@ def test_a_plugin_for_one_backbone_does_not_affect_another(
 ):
     install_plugin("lever_other_backbone", OTHER_BACKBONE)
     _train(tiny_xc_dir, tmp_path / "generic", tmp_path / "cache", "generic",
-           "--encoder", str(tiny_bert_dir))
+           "--bp", f"encoder={tiny_bert_dir}")
     assert (tmp_path / "generic" / "metrics.json").exists()
     with pytest.raises(AssertionError, match="'other' plugin's lever_loss"):
         _train(tiny_xc_dir, tmp_path / "other", tmp_path / "cache", "other",
-               "--encoder", str(tiny_bert_dir))
+               "--bp", f"encoder={tiny_bert_dir}")
 
 
 def test_renee_refuses_a_loss_hook_it_cannot_honour():

@@ -363,7 +363,7 @@ def test_lever_train_kappa_end_to_end(tiny_xc_dir, tiny_bert_dir, tmp_path):
     soft = _soft_labels_file(tiny_xc_dir, tmp_path / "soft.npz")
 
     def run(out, *extra):
-        args = ["train", "--data", str(tiny_xc_dir), "--backbone", "generic", "--encoder", str(tiny_bert_dir),
+        args = ["train", "--data", str(tiny_xc_dir), "--backbone", "generic", "--bp", f"encoder={tiny_bert_dir}",
                 "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--epochs", "1", "--seed", "5",
                 "--soft-labels", str(soft), "--no-progress", *extra]
         assert main(args) == 0

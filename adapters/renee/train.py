@@ -169,7 +169,7 @@ def gather_targets(targets: SparseTargets, sizes: list[int]) -> SparseTargets:
 
 
 def nest_encoder_keys(params: dict) -> dict:
-    """Accept the CLI's flat forms: ``--bp encoder.kind=tfidf`` (dotted keys) and ``--encoder PATH``
+    """Accept the CLI's flat forms: ``--bp encoder.kind=tfidf`` (dotted keys) and ``--bp encoder=PATH``
     (a model folder, i.e. ``encoder.model``)."""
     out = {k: v for k, v in params.items() if not k.startswith("encoder.")}
     encoder = out.get("encoder")
