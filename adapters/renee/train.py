@@ -215,8 +215,9 @@ class ReneeBackbone(Backbone):
                 "the norm of the replicated parameters only, without the classifier shards; set "
                 "max_grad_norm to 0 or train with label_shards=false"
             )
-        # Evaluation then calls predict_topk on every rank together (each scores its labels).
-        self.collective_predict = sharded
+        # Evaluation then calls predict_topk on every rank together (each scores its labels), and
+        # every rank joins every step's gathers.
+        self.collective_predict = self.collective_step = sharded
         seed = int(getattr(ctx.train_params, "seed", 0))
         clf = OvAClassifier(
             ctx.dataset.num_labels, head.out_dim, self.world_size, self.rank, seed=seed

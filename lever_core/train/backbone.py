@@ -144,9 +144,11 @@ class Backbone:
     # when the user leaves them unset; see ``TrainParams.with_defaults``.
     train_defaults: ClassVar[dict[str, Any]] = {}
     # True when predicting needs every process (model-parallel parts): evaluation then calls
-    # predict_topk on all ranks together, otherwise rank 0 predicts alone; and forward_backward is
-    # called on every rank even for an empty micro-batch. May be set per instance in ``build``.
+    # predict_topk on all ranks together, otherwise rank 0 predicts alone. May be set in ``build``.
     collective_predict: bool = False
+    # True when a training step runs collectives: forward_backward is then called on every rank,
+    # even for an empty micro-batch. May be set per instance in ``build``.
+    collective_step: bool = False
 
     def __init__(self, params: Params | dict | None = None):
         if params is None or isinstance(params, dict):

@@ -28,7 +28,7 @@ SPECIAL_FIELDS = ("backbone_params", "group_lr", "auto")
 
 
 def register(subparsers) -> None:
-    from lever.train.params import TrainParams
+    from lever.train.params import PredictParams, TrainParams
     from lever.utils.params import add_arguments
 
     p = subparsers.add_parser(
@@ -83,18 +83,7 @@ def register(subparsers) -> None:
         description="Score a dataset's test split with a trained run; writes a CSR .npz of top-k "
         "scores.",
     )
-    q.add_argument("--run", required=True, help="run folder of lever train")
-    q.add_argument("--data", help="dataset folder (default: the run's)")
-    q.add_argument("--out", required=True, help="output .npz (test points × labels)")
-    q.add_argument("--k", type=int, default=100)
-    q.add_argument("--batch-size", dest="batch_size", type=int, default=512)
-    q.add_argument("--device", default="auto")
-    q.add_argument(
-        "--no-filter",
-        dest="use_filter",
-        action="store_false",
-        help="do not remove the dataset's test filter pairs",
-    )
+    add_arguments(q, PredictParams)
     q.add_argument("--no-progress", dest="progress", action="store_false")
     q.set_defaults(func=_predict)
 
@@ -149,28 +138,25 @@ def _train(args) -> int:
 
 def _predict(args) -> int:
     from lever.train.loop import load_trained
+    from lever.train.params import PredictParams
     from lever.train.predict import predict_topk, save_predictions, topk_to_csr
+    from lever.utils.params import flag_values
 
-    if args.k < 1:
-        raise ValueError(f"--k {args.k}: expected a positive integer")
-    backbone, module, _, dataset = load_trained(args.run, args.data, args.device)
+    p = PredictParams().replace(**flag_values(args, PredictParams)).validate()
+    backbone, module, _, dataset = load_trained(p.run, p.data, p.device)
     device = next(module.parameters()).device
-    exclude = dataset.tst_filter if args.use_filter else None
     indices, scores = predict_topk(
         backbone,
         module,
         dataset.num_test,
         dataset.num_labels,
-        args.k,
+        p.k,
         device,
-        exclude=exclude,
-        batch_size=args.batch_size,
+        exclude=dataset.tst_filter if p.filter else None,
+        batch_size=p.batch_size,
         progress=args.progress,
     )
     csr = topk_to_csr(indices, scores, dataset.num_labels)
-    save_predictions(args.out, csr)
-    print(
-        f"wrote {args.out}: {csr.shape[0]} test points × {csr.shape[1]} labels, "
-        f"top {args.k} per row"
-    )
+    save_predictions(p.out, csr)
+    print(f"wrote {p.out}: {csr.shape[0]} test points × {csr.shape[1]} labels, top {p.k} per row")
     return 0

@@ -416,7 +416,7 @@ class Trainer:
         step_loss = 0.0
         for batch in micro:
             # A model-parallel step runs collectives: every rank joins, even with no rows.
-            if len(batch) or self.backbone.collective_predict:
+            if len(batch) or self.backbone.collective_step:
                 step_loss += self.backbone.forward_backward(
                     self.module, to_device(batch, self.device), amp
                 )

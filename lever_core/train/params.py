@@ -133,5 +133,27 @@ class TrainParams(Params):
         return self
 
 
+@dataclasses.dataclass
+class PredictParams(Params):
+    """Settings of ``lever predict`` (one flag per field)."""
+
+    run: str = field("", help="run folder of lever train")
+    data: str | None = field(None, help="dataset folder (default: the run's)")
+    out: str = field("", help="output .npz (test points × labels)")
+    k: int = field(100, help="labels kept per test point")
+    batch_size: int = field(512, help="test points scored at once")
+    device: str = field("auto", help="auto, cpu, cuda or cuda:N")
+    filter: bool = field(True, help="remove the dataset's test filter pairs (--no-filter keeps them)")
+
+    def validate(self) -> PredictParams:
+        for name in ("run", "out"):
+            if not getattr(self, name):
+                raise ParamsError(f"PredictParams.{name}: required (--{name})")
+        for name in ("k", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ParamsError(f"PredictParams.{name}={getattr(self, name)!r}: expected an integer >= 1")
+        return self
+
+
 # Fields that may differ between a run and its resumption: they do not change what is computed.
 RESUMABLE_CHANGES = ("num_workers", "device", "cache_dir")
