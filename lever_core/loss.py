@@ -114,9 +114,6 @@ class SparseTargets:
             return self
         return self._map(lambda x: x.to(device, non_blocking=True))
 
-    def pin_memory(self) -> SparseTargets:
-        return self._map(torch.Tensor.pin_memory)
-
     def _map(self, fn) -> SparseTargets:
         return dataclasses.replace(
             self, rows=fn(self.rows), cols=fn(self.cols), vals=fn(self.vals),
@@ -465,6 +462,77 @@ def lever_bce_shortlist(
     per_entry = torch.where(valid, F.softplus(z) - t * z, torch.zeros((), device=z.device))
     total = per_entry.sum()
     return total / valid.sum().clamp(min=1) if reduction == "mean" else total
+
+
+# ---------------------------------------------------------------------------------------------
+# Levels: a training step's scores, one entry per level of a label tree
+# ---------------------------------------------------------------------------------------------
+LABELS = "labels"
+
+
+@dataclasses.dataclass
+class Level:
+    """One level of a training step's scores.
+
+    ``logits [B, K]``; ``ids [B, K]`` the candidate id of each logit (padding ``< 0`` or ``>= the
+    size of the id space``), or ``None`` when the logits are dense over every id ``0 .. K−1``;
+    ``space`` is :data:`LABELS` or the int ``i`` for the clusters of tree level ``i`` (ELIAS:
+    clusters then labels; CascadeXML: 3–4 levels). A one-vs-all head returns one dense level."""
+
+    logits: torch.Tensor
+    ids: torch.Tensor | None = None
+    space: str | int = LABELS
+
+    @property
+    def is_shortlist(self) -> bool:
+        return self.ids is not None
+
+    @property
+    def is_labels(self) -> bool:
+        return self.space == LABELS
+
+
+def project_targets(
+    targets: SparseTargets, label_to_cluster: torch.Tensor, num_clusters: int
+) -> SparseTargets:
+    """Label targets projected to clusters: a cluster's target is the max of its member labels'
+    targets, and it is a positive when any member is. ``label_to_cluster [L]`` maps label ids to
+    cluster ids (``< 0``: the label is in no cluster and is dropped)."""
+    t = targets.coalesce()
+    mapping = label_to_cluster.to(t.cols.device, torch.long)
+    if mapping.numel() != t.shape[1]:
+        raise ValueError(
+            f"label_to_cluster has {mapping.numel()} entries for targets over {t.shape[1]} labels"
+        )
+    cols = mapping[t.cols]
+    keep = cols >= 0
+    keys = t.rows[keep] * num_clusters + cols[keep]
+    uniq, inverse = torch.unique(keys, return_inverse=True)  # sorted: coalesced by (row, col)
+
+    def cluster_max(values: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(uniq.numel(), dtype=values.dtype, device=values.device)
+        return out.scatter_reduce(0, inverse, values, reduce="amax", include_self=False)
+
+    positive = None if t.positive is None else cluster_max(t.positive[keep].float()) > 0
+    return SparseTargets(
+        uniq // num_clusters, uniq % num_clusters, cluster_max(t.vals[keep]),
+        (t.shape[0], int(num_clusters)), coalesced=True, positive=positive,
+    )
+
+
+def levels_bce(levels: Sequence[Level], targets: Sequence[SparseTargets], reduction: str) -> torch.Tensor:
+    """The default LEVER loss of a training step: the BCE of every level against its own targets
+    (dense or shortlisted), summed over levels."""
+    if len(levels) != len(targets) or not levels:
+        raise ValueError(f"{len(levels)} levels but {len(targets)} target sets; expected one per level")
+    total = None
+    for level, t in zip(levels, targets):
+        if level.is_shortlist:
+            loss = lever_bce_shortlist(level.logits, level.ids, t, reduction)
+        else:
+            loss = lever_bce(level.logits, t, reduction)
+        total = loss if total is None else total + loss
+    return total
 
 
 def fused_grad_(probs: torch.Tensor, targets: SparseTargets, scale: float = 1.0) -> torch.Tensor:

@@ -9,8 +9,10 @@
         loss = model.loss(inputs, row_ids, Y[row_ids])    # Y: training ground truth (CSR)
         loss.backward(); optimizer.step(); optimizer.zero_grad()
 
-The adapter is chosen through the ``lever_adapter`` hook; targets are built by the
-``lever_teacher_rows`` and ``lever_targets`` hooks and the loss by ``lever_loss``. Calling the
+The adapter (the same :class:`lever.train.backbone.Backbone` class ``lever train`` uses for this
+model family) is chosen through the ``lever_adapter`` hook; targets are built by the
+``lever_teacher_rows`` and ``lever_targets`` hooks and the loss by ``lever_loss``, all scoped to
+that adapter (``lever.hooks.ScopedHooks``). Calling the
 wrapped model without targets is calling the classifier, in train and eval mode alike, and
 ``state_dict()`` is the classifier's own (same keys, same tensors), so weights saved from either
 load into the other and inference costs nothing extra.
@@ -26,8 +28,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from lever.hooks.adapter import Adapter
-from lever.hooks.manager import get_plugin_manager, select_adapter
+from lever.hooks.manager import get_plugin_manager, scoped_hooks, select_adapter
 from lever.loss import LeverLossParams, SparseTargets, label_counts, label_lambda
 
 CLASSIFIER = "classifier"
@@ -39,7 +40,7 @@ class LeverWrapped(nn.Module):
     def __init__(
         self,
         classifier: nn.Module,
-        adapter: Adapter,
+        adapter: Any,  # a lever.train.backbone.Backbone instance
         soft_labels: Any,
         params: LeverLossParams,
         plugin_manager: pluggy.PluginManager,
@@ -51,6 +52,8 @@ class LeverWrapped(nn.Module):
         self.soft_labels = soft_labels
         self.params = params
         self.plugin_manager = plugin_manager
+        self.hooks = scoped_hooks(plugin_manager, adapter.name)
+        adapter.attach(self.hooks, params)
         self.label_lam = label_lam  # per-label λ (kappa set), else None
         # Saved weights are the classifier's, so loading must accept its bare keys too (also when
         # this module sits inside a bigger one and torch recurses with a prefix).
@@ -67,7 +70,7 @@ class LeverWrapped(nn.Module):
             raise TypeError("LEVER training call: pass exactly one positional `inputs` and row_ids/y_rows or targets")
         if targets is None:
             targets = self.targets(row_ids, y_rows)
-        return self.adapter.training_loss(args[0], targets, self.params, self.plugin_manager.hook)
+        return self.adapter.training_loss(self.classifier, args[0], targets, self.params, self.hooks)
 
     # -- training -------------------------------------------------------------------------------
     def loss(
@@ -88,9 +91,9 @@ class LeverWrapped(nn.Module):
     def targets(self, row_ids: Any, y_rows: sp.spmatrix) -> SparseTargets:
         """The batch's sparse LEVER targets (CPU; picklable result)."""
         ids = np.asarray(row_ids.cpu() if isinstance(row_ids, torch.Tensor) else row_ids, dtype=np.int64)
-        hook = self.plugin_manager.hook
-        soft_rows = hook.lever_teacher_rows(row_ids=ids, soft_labels=self.soft_labels)
-        targets = hook.lever_targets(
+        hooks = self.hooks
+        soft_rows = hooks.lever_teacher_rows(row_ids=ids, soft_labels=self.soft_labels)
+        targets = hooks.lever_targets(
             row_ids=ids, y_rows=y_rows, soft_rows=soft_rows, params=self.params, label_lam=self.label_lam
         )
         if targets is None:

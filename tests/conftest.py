@@ -66,3 +66,30 @@ def wordnet_dir() -> Path | None:
 
 
 requires_wordnet = pytest.mark.skipif(wordnet_dir() is None, reason="WordNet 3.0 not installed (apt-get install wordnet-base)")
+
+
+@pytest.fixture
+def install_plugin(tmp_path, monkeypatch):
+    """``install_plugin(module_name, source, dist="lever-toy", version="0.3")``: write a plugin
+    module and a dist-info whose entry_points.txt lists it in ``lever.adapters`` onto sys.path,
+    as ``pip install`` of a third-party package would leave them."""
+    import importlib
+    import sys
+
+    installed = []
+
+    def install(module: str, source: str, dist: str = "lever-toy", version: str = "0.3") -> None:
+        root = tmp_path / f"site_{module}"
+        root.mkdir()
+        (root / f"{module}.py").write_text(source)
+        info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        (info / "entry_points.txt").write_text(f"[lever.adapters]\n{module} = {module}\n")
+        monkeypatch.syspath_prepend(str(root))
+        importlib.invalidate_caches()
+        installed.append(module)
+
+    yield install
+    for module in installed:
+        sys.modules.pop(module, None)

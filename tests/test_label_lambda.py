@@ -313,7 +313,7 @@ def test_default_hook_takes_label_lam():
     lam_l = label_lambda(counts, 5.0)
     pm = get_plugin_manager(False)
     t = pm.hook.lever_targets(row_ids=np.arange(B), y_rows=sp.csr_matrix(y), soft_rows=sp.csr_matrix(p),
-                              params=LeverLossParams(kappa=5.0), label_lam=lam_l)
+                              params=LeverLossParams(kappa=5.0), label_lam=lam_l, backbone=None)
     np.testing.assert_allclose(t.to_dense().numpy(), lam_l * y + (1 - lam_l) * p, rtol=1e-6, atol=1e-7)
 
 
@@ -363,7 +363,7 @@ def test_lever_train_kappa_end_to_end(tiny_xc_dir, tiny_bert_dir, tmp_path):
     soft = _soft_labels_file(tiny_xc_dir, tmp_path / "soft.npz")
 
     def run(out, *extra):
-        args = ["train", "--data", str(tiny_xc_dir), "--backbone", "generic", "--encoder", str(tiny_bert_dir),
+        args = ["train", "--data", str(tiny_xc_dir), "--backbone", "generic", "--bp", f"encoder={tiny_bert_dir}",
                 "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--epochs", "1", "--seed", "5",
                 "--soft-labels", str(soft), "--no-progress", *extra]
         assert main(args) == 0

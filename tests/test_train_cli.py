@@ -38,8 +38,8 @@ def _train_args(data, out, encoder, cache, *extra):
         str(data),
         "--backbone",
         "generic",
-        "--encoder",
-        str(encoder),
+        "--bp",
+        f"encoder={encoder}",
         "--out",
         str(out),
         "--cache-dir",
@@ -198,3 +198,22 @@ def test_torchrun_two_processes_match_one_process(tiny_xc_dir, tiny_bert_dir, tm
         "rng.rank0.pt",
         "rng.rank1.pt",
     }
+
+
+def test_every_train_param_has_a_flag_generated_from_its_field():
+    import dataclasses
+
+    from lever.cli import build_parser
+    from lever.train.cli import SPECIAL_FIELDS
+    from lever.train.params import TrainParams
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["train", "--lam", "auto", "--no-amp", "--mode", "augment", "--kappa", "2", "--epochs", "3"]
+    )
+    for f in dataclasses.fields(TrainParams):
+        assert f.name in SPECIAL_FIELDS or hasattr(args, f.name), f.name
+    assert (args.lam, args.amp, args.mode, args.kappa, args.epochs) == ("auto", False, "augment", 2.0, 3)
+    assert args.batch_size is None and args.label_rows is None  # unset flags leave --params alone
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--schedule", "bogus"])

@@ -168,7 +168,7 @@ def test_gradient_accumulation_equals_the_larger_batch(
     assert not torch.allclose(small["weight"], big["weight"], atol=1e-4)
 
 
-def test_soft_labels_change_training_and_need_label_rows(
+def test_soft_labels_enter_training_by_lambda_and_need_label_rows(
     tiny_xc_dir, tiny_bert_dir, cache_dir, tiny_soft_labels, tmp_path
 ):
     from lever.train.loop import load_train_rows
@@ -188,25 +188,21 @@ def test_soft_labels_change_training_and_need_label_rows(
         ds.num_labels,
     )
 
+    # λ = 1 makes the soft targets the ground truth: the same model as training without them;
+    # λ = 0.5 lets the teacher in: a different one.
     kw = {"epochs": 1, "eval_every": 1}
-    train(
-        _params(tiny_xc_dir, tmp_path / "hard", tiny_bert_dir, cache_dir, label_rows=True, **kw),
-        progress=False,
-    )
-    train(
-        _params(
-            tiny_xc_dir,
-            tmp_path / "soft",
-            tiny_bert_dir,
-            cache_dir,
-            soft_labels=str(tiny_soft_labels),
-            **kw,
-        ),
-        progress=False,
-    )
-    hard = load_file(tmp_path / "hard" / "model.safetensors")["weight"]
-    soft = load_file(tmp_path / "soft" / "model.safetensors")["weight"]
-    assert not torch.allclose(hard, soft, atol=1e-4)
+    runs = {
+        "hard": {"label_rows": True},
+        "lam1": {"soft_labels": str(tiny_soft_labels), "lam": 1.0},
+        "lam05": {"soft_labels": str(tiny_soft_labels), "lam": 0.5},
+    }
+    weights = {}
+    for name, extra in runs.items():
+        train(_params(tiny_xc_dir, tmp_path / name, tiny_bert_dir, cache_dir, **extra, **kw),
+              progress=False)
+        weights[name] = load_file(tmp_path / name / "model.safetensors")["weight"]
+    torch.testing.assert_close(weights["lam1"], weights["hard"], rtol=0, atol=1e-6)
+    assert (weights["lam05"] - weights["hard"]).abs().max() > 1e-3
 
 
 def test_generic_on_a_teacher_folders_embeddings(tiny_xc_dir, tiny_bert_dir, cache_dir, tmp_path):
@@ -241,7 +237,7 @@ def test_generic_on_a_teacher_folders_embeddings(tiny_xc_dir, tiny_bert_dir, cac
 def test_resume_after_a_crash_mid_epoch(
     tiny_xc_dir, tiny_bert_dir, cache_dir, monkeypatch, tmp_path
 ):
-    from lever.train.generic import GenericBackbone
+    from lever_adapters.generic.backbone import GenericBackbone
 
     kw = {
         "epochs": 2,

@@ -17,8 +17,8 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
+from lever.metrics.ranking import blockwise_topk
 from lever.metrics.ranking import topk as merge_topk
-from lever.train.backbone import blockwise_topk
 from lever_adapters.renee.model import ReneeModule
 
 

@@ -32,7 +32,7 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
-from lever.loss import SparseTargets
+from lever.loss import Level, SparseTargets
 from lever.train.backbone import AmpContext, Backbone, BuildContext, ParamGroup
 from lever.train.embeddings import frozen_embeddings
 from lever_adapters.renee.features import RowFeatures, StackedRows, TfidfFeaturizer
@@ -169,7 +169,7 @@ def gather_targets(targets: SparseTargets, sizes: list[int]) -> SparseTargets:
 
 
 def nest_encoder_keys(params: dict) -> dict:
-    """Accept the CLI's flat forms: ``--bp encoder.kind=tfidf`` (dotted keys) and ``--encoder PATH``
+    """Accept the CLI's flat forms: ``--bp encoder.kind=tfidf`` (dotted keys) and ``--bp encoder=PATH``
     (a model folder, i.e. ``encoder.model``)."""
     out = {k: v for k, v in params.items() if not k.startswith("encoder.")}
     encoder = out.get("encoder")
@@ -215,8 +215,9 @@ class ReneeBackbone(Backbone):
                 "the norm of the replicated parameters only, without the classifier shards; set "
                 "max_grad_norm to 0 or train with label_shards=false"
             )
-        # Evaluation then calls predict_topk on every rank together (each scores its labels).
-        self.collective_predict = sharded
+        # Evaluation then calls predict_topk on every rank together (each scores its labels), and
+        # every rank joins every step's gathers.
+        self.collective_predict = self.collective_step = sharded
         seed = int(getattr(ctx.train_params, "seed", 0))
         clf = OvAClassifier(
             ctx.dataset.num_labels, head.out_dim, self.world_size, self.rank, seed=seed
@@ -272,7 +273,48 @@ class ReneeBackbone(Backbone):
             out = self._out = torch.empty(rows, cols, dtype=dtype, device=device)
         return out
 
+    # -- the step through the hooks (lever.wrap, and lever train when lever_loss is overridden) --
+    @classmethod
+    def accepts(cls, classifier: Any) -> bool:
+        return isinstance(classifier, ReneeModule)
+
+    def training_levels(self, module: ReneeModule, inputs: Any, targets, hooks) -> list[Level]:
+        """One dense level: the logits of every label (autograd through the classifier too)."""
+        clf = module.classifier
+        if clf.shard_size != clf.num_labels:
+            raise ValueError(
+                "a lever_loss implementation is in scope for backbone 'renee', but the classifier is "
+                "label-sharded (label_shards=true): the hook needs the logits of all labels, which no "
+                "process holds. Train with label_shards=false, or remove the plugin's lever_loss"
+            )
+        emb = module.head(inputs).float()
+        return [Level(emb @ clf.weight.float().t())]
+
+    def training_loss(self, module: ReneeModule, inputs: Any, targets, params, hooks):
+        """Through ``lever_loss`` when a plugin in scope implements it; otherwise the fused BCE
+        (``FusedOvABCE``: σ(z) − t in place, two matmuls, no [B, L] autograd graph)."""
+        if hooks.overridden("lever_loss"):
+            return super().training_loss(module, inputs, targets, params, hooks)
+        clf = module.classifier
+        emb = module.head(inputs).float()
+        t = targets.to(emb.device).col_slice(clf.lo, clf.hi)
+        loss = fused_ova_bce(emb, clf.weight, t, self.params.clf_micro_batch)
+        return loss / (emb.shape[0] * clf.num_labels) if params.reduction == "mean" else loss
+
     def forward_backward(self, module: ReneeModule, batch, amp: AmpContext) -> float:
+        if self.hooks.overridden("lever_loss"):
+            # Renée's learning rates are tuned for the summed loss: back-propagate it unscaled, as
+            # the fused step does, and log it × loss_scale.
+            with amp.autocast():
+                loss = self.training_loss(
+                    module, batch.inputs, batch.targets, self.loss_params, self.hooks
+                )
+            amp.backward(loss)
+            return float(loss.detach()) * batch.loss_scale
+        return self._fused_forward_backward(module, batch, amp)
+
+    def _fused_forward_backward(self, module: ReneeModule, batch, amp: AmpContext) -> float:
+        """Renée's step: encoder with autograd, classifier gradient written by hand."""
         p: ReneeParams = self.params
         clf = module.classifier
         with amp.autocast():
@@ -327,13 +369,6 @@ class ReneeBackbone(Backbone):
         if loss is not None:
             self._last_loss = float(loss) * batch.loss_scale
         return self._last_loss
-
-    def loss(self, module: ReneeModule, batch) -> torch.Tensor:
-        """Summed BCE of the micro-batch over this process's labels (autograd face of the step)."""
-        clf = module.classifier
-        emb = module.head(batch.inputs).float()
-        t = batch.targets.to(emb.device).col_slice(clf.lo, clf.hi)
-        return fused_ova_bce(emb, clf.weight, t, self.params.clf_micro_batch)
 
     # -- prediction ---------------------------------------------------------------------------
     def predict_scores(self, module: ReneeModule, inputs: Any, labels: slice) -> torch.Tensor:

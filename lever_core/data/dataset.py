@@ -261,7 +261,9 @@ class XCDataset:
                 labels[role] = binarize(read_matrix(path), path)
             elif labels.get(role) is None:
                 raise XCFormatError(root, f"missing label file: one of {LABEL_NAMES[role]}")
-            _check_rows(path or root / JSON_NAMES[role], labels[role], len(texts[role]), role)
+            label_src = path or root / JSON_NAMES[role]
+            text_src = text_paths.get(role) or label_src
+            _check_rows(label_src, labels[role], str(text_src), len(texts[role]))
         for role in ("trn", "tst"):
             src = _find(root, LABEL_NAMES[role]) or root / JSON_NAMES[role]
             if labels[role].shape[1] != len(texts["lbl"]):
@@ -318,8 +320,8 @@ class XCDataset:
     def validate(self) -> None:
         """Check that every part agrees on the number of points and labels."""
         where = self.root or self.name
-        _check_rows(where, self.trn_Y, len(self.trn_texts), "trn")
-        _check_rows(where, self.tst_Y, len(self.tst_texts), "tst")
+        _check_rows(where, self.trn_Y, "trn_texts", len(self.trn_texts))
+        _check_rows(where, self.tst_Y, "tst_texts", len(self.tst_texts))
         L = len(self.lbl_texts)
         for role, Y in (("trn", self.trn_Y), ("tst", self.tst_Y)):
             if Y.shape[1] != L:
@@ -373,10 +375,12 @@ def _find(root: Path, names) -> Path | None:
     return None
 
 
-def _check_rows(where, Y: sp.csr_matrix, n_texts: int, role: str) -> None:
+def _check_rows(where, Y: sp.csr_matrix, texts: str, n_texts: int) -> None:
+    """Texts and label rows must line up. ``where`` is the label source, ``texts`` names the text
+    source; the error names both, since either may be the wrong one."""
     if Y.shape[0] != n_texts:
         raise XCFormatError(
-            where, f"{role} labels have {Y.shape[0]} rows but there are {n_texts} {role} texts"
+            where, f"the label matrix has {Y.shape[0]} rows but {texts} has {n_texts} texts"
         )
 
 

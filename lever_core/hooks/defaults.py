@@ -8,14 +8,14 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from lever.hooks.adapter import ClassifierOutput
 from lever.hooks.specs import hookimpl
 from lever.loss import (
+    Level,
     LeverLossParams,
     SparseTargets,
     as_csr_rows,
-    lever_bce,
-    lever_bce_shortlist,
+    levels_bce,
+    project_targets,
     soft_targets,
 )
 
@@ -44,10 +44,17 @@ def lever_shortlist(
 
 
 @hookimpl(trylast=True)
-def lever_loss(output: ClassifierOutput, targets: SparseTargets, params: LeverLossParams) -> torch.Tensor:
-    if output.is_shortlist:
-        return lever_bce_shortlist(output.logits, output.label_ids, targets, params.reduction)
-    return lever_bce(output.logits, targets, params.reduction)
+def lever_level_targets(
+    targets: SparseTargets, label_to_cluster: torch.Tensor, num_clusters: int
+) -> SparseTargets:
+    return project_targets(targets, label_to_cluster, num_clusters)
+
+
+@hookimpl(trylast=True)
+def lever_loss(
+    levels: list[Level], targets: list[SparseTargets], params: LeverLossParams
+) -> torch.Tensor:
+    return levels_bce(levels, targets, params.reduction)
 
 
 @hookimpl(trylast=True)

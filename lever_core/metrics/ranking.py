@@ -243,3 +243,49 @@ def _select(block: np.ndarray, cols: np.ndarray, k: int) -> tuple[np.ndarray, np
     out_i[:, : labels.shape[1]] = labels
     out_s[:, : labels.shape[1]] = vals
     return out_i, out_s
+
+
+def blockwise_topk(
+    score_block,
+    k: int,
+    num_labels: int,
+    exclude: sp.csr_matrix | None = None,
+    label_block: int = 65536,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k ``(label ids, scores)`` ``[b, k]`` over labels scored one block at a time by
+    ``score_block(slice) -> Tensor [b, block]``, so memory is ``b × label_block``; pairs in
+    ``exclude`` (rows × labels) are never returned, rows with fewer than k admissible labels are
+    padded with -1 / -inf. Blocks are merged on the accelerator with ``torch.topk``; the
+    per-process lists of a sharded model are merged afterwards by :func:`topk`."""
+    import torch
+
+    with torch.no_grad():
+        return _blockwise_topk(score_block, k, num_labels, exclude, label_block)
+
+
+def _blockwise_topk(score_block, k, num_labels, exclude, label_block):
+    import torch
+
+    best_s: torch.Tensor | None = None
+    best_i: torch.Tensor | None = None
+    ex = None if exclude is None else exclude.tocoo()
+    for lo in range(0, num_labels, label_block):
+        hi = min(num_labels, lo + label_block)
+        s = score_block(slice(lo, hi)).float()
+        if ex is not None and ex.nnz:
+            sel = (ex.col >= lo) & (ex.col < hi)
+            if sel.any():
+                r = torch.as_tensor(ex.row[sel], dtype=torch.long, device=s.device)
+                c = torch.as_tensor(ex.col[sel] - lo, dtype=torch.long, device=s.device)
+                s[r, c] = float("-inf")
+        kk = min(k, hi - lo)
+        bs, bi = torch.topk(s, kk, dim=1)
+        bi = bi + lo
+        if best_s is not None:
+            bs, bi = torch.cat([best_s, bs], 1), torch.cat([best_i, bi], 1)
+            top = torch.topk(bs, min(k, bs.shape[1]), dim=1)
+            bs, bi = top.values, torch.gather(bi, 1, top.indices)
+        best_s, best_i = bs, bi
+    assert best_s is not None and best_i is not None
+    best_i = torch.where(torch.isneginf(best_s), torch.full_like(best_i, -1), best_i)
+    return best_i.cpu().numpy().astype(np.int64), best_s.cpu().numpy().astype(np.float32)

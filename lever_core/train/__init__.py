@@ -10,11 +10,29 @@ Quick use::
 
 from __future__ import annotations
 
-from lever.train.backbone import AmpContext, Backbone, BuildContext, ParamGroup, available_backbones
-from lever.train.loop import TrainResult, load_trained, train
-from lever.train.params import TrainParams
-from lever.train.predict import predict_topk, topk_to_csr
-from lever.train.rows import Batch, GlobalBatchSampler, TrainRows
+from lever.utils.lazy import lazy_exports
+
+# Loaded on first use, so the CLI can read TrainParams' fields without importing torch.
+_LAZY = {
+    "available_backbones": "lever.hooks.registry",
+    "AmpContext": "lever.train.backbone",
+    "Backbone": "lever.train.backbone",
+    "BuildContext": "lever.train.backbone",
+    "ParamGroup": "lever.train.backbone",
+    "Stage": "lever.train.backbone",
+    "Trainer": "lever.train.loop",
+    "TrainResult": "lever.train.loop",
+    "load_trained": "lever.train.loop",
+    "train": "lever.train.loop",
+    "TrainParams": "lever.train.params",
+    "predict_topk": "lever.train.predict",
+    "topk_to_csr": "lever.train.predict",
+    "Batch": "lever.train.rows",
+    "GlobalBatchSampler": "lever.train.rows",
+    "TrainRows": "lever.train.rows",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "AmpContext",
@@ -23,9 +41,11 @@ __all__ = [
     "BuildContext",
     "GlobalBatchSampler",
     "ParamGroup",
+    "Stage",
     "TrainParams",
     "TrainResult",
     "TrainRows",
+    "Trainer",
     "available_backbones",
     "load_trained",
     "predict_topk",

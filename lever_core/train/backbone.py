@@ -1,10 +1,15 @@
-"""The contract between the shared training loop and a backbone (Renée, ELIAS, CascadeXML, the
-generic linear head, or a third party's model).
+"""The one contract of a model family (an *adapter*): Renée, ELIAS, CascadeXML, the generic linear
+head, or a third party's model. The same object serves both entry points:
 
-A backbone is a small object with six methods; the loop owns everything else (sampling, soft
-targets, optimizers, schedules, AMP, accumulation, data parallelism, checkpoints, evaluation):
+* ``lever train --backbone NAME`` — the registry (``lever_register_backbones``) gives the class;
+  the loop instantiates it with the run's ``backbone_params`` and calls ``build``.
+* ``lever.wrap(model)`` — the ``lever_adapter`` hook returns an instance whose ``accepts(model)``
+  is true; the user's loop then calls ``training_loss`` through the wrapped model.
 
-* ``build(ctx) -> nn.Module`` — create the trainable module for ``ctx.dataset``. Everything the
+The loop owns everything else (sampling, targets, optimizers, schedules, AMP, accumulation, data
+parallelism, checkpoints, evaluation). What an adapter implements:
+
+* ``build(ctx) -> nn.Module`` — the trainable module for ``ctx.dataset``. Everything the
   module needs at prediction time must be in its ``state_dict`` (it is saved with safetensors).
 * ``param_groups(module) -> list[ParamGroup]`` — each group gets its own optimizer (``sgd``,
   ``adam`` or ``adamw``) and learning rate, all following the run's warm-up + decay schedule;
@@ -12,12 +17,16 @@ targets, optimizers, schedules, AMP, accumulation, data parallelism, checkpoints
 * ``batch_inputs(row_ids)`` / ``test_inputs(row_ids)`` — what a batch carries besides the row
   ids and targets (token ids, cached embeddings, ...). Runs on CPU, possibly in DataLoader workers,
   so it must only read picklable or memory-mapped state.
-* ``forward_backward(module, batch, amp) -> float`` — the training step of one micro-batch: compute
-  the loss over ``batch.targets`` (a ``lever.loss.SparseTargets``; soft LEVER targets when soft
-  labels are used), multiply it by ``batch.loss_scale`` and accumulate gradients into ``.grad``
-  (``amp.backward(loss)`` handles loss scaling). Return the scaled loss for logging. The default
-  does autograd on ``loss()``; backbones with a hand-written backward (Renée) override it.
-* ``loss(module, batch) -> Tensor`` — the summed (not averaged) loss of the micro-batch.
+* ``training_levels(module, inputs, targets, hooks) -> list[Level]`` — the scores of a batch,
+  one :class:`lever.loss.Level` per level (logits, candidate ids or ``None`` for dense, id space:
+  labels or the clusters of level ``i``). Cluster levels also need ``cluster_map(module, i)``;
+  their targets are the label targets projected by the ``lever_level_targets`` hook. The default
+  ``training_loss`` hands levels and per-level targets to the ``lever_loss`` hook (default: the
+  BCE of every level, summed) and ``forward_backward`` back-propagates it.
+* ``forward_backward(module, batch, amp) -> float`` — override only for a hand-written backward
+  (Renée's fused classifier step). The targets still come from ``batch.targets`` (built by the
+  ``lever_targets`` hook), and a ``lever_loss`` implementation in scope must either reach the
+  step (Renée then runs the autograd path) or be refused with a clear error.
 * ``predict_scores(module, inputs, labels) -> Tensor [b, len(labels)]`` — scores of a label block;
   the loop handles filters and top-k blockwise. Backbones that never score all labels (shortlists)
   override ``predict_topk`` instead.
@@ -28,13 +37,12 @@ gradients summed over processes by the loop); ``requires_grad=False`` marks proc
 are per process. Model-parallel backbones also set ``collective_predict`` and override
 ``export_state_dict`` to gather their shards into the single-process layout.
 
-Backbones are found by name through the plugin manager (``lever.hooks``): an adapter implements
-the ``lever_register_backbones`` hook and returns ``{name: BackboneClass}``.
+Backbones are found by name through the plugin manager (``lever.hooks.registry``); the hooks a
+backbone calls are scoped to it (``lever.hooks.manager.ScopedHooks``).
 """
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import dataclasses
 from pathlib import Path
@@ -44,6 +52,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from lever.hooks.manager import ScopedHooks
+from lever.loss import Level, LeverLossParams, SparseTargets
 from lever.utils.params import Params
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -72,6 +82,30 @@ class ParamGroup:
 
 
 @dataclasses.dataclass
+class Stage:
+    """A part of training with its own optimizer groups and learning-rate schedule (warm-up and
+    decay over the stage's steps). ``epochs=None``: the epochs the other stages leave of
+    ``TrainParams.epochs`` (at most one such stage). E.g. ELIAS: clusters first, then labels."""
+
+    name: str
+    param_groups: list[ParamGroup]
+    epochs: int | None = None
+
+
+def stage_epochs(stages: list[Stage], total: int) -> list[int]:
+    """The number of epochs of each stage, their sum being ``total``."""
+    fixed = sum(s.epochs for s in stages if s.epochs is not None)
+    free = [s.name for s in stages if s.epochs is None]
+    if not stages or len(free) > 1 or fixed > total or (not free and fixed != total):
+        plan = ", ".join(f"{s.name}: {s.epochs if s.epochs is not None else 'rest'}" for s in stages)
+        raise ValueError(
+            f"the backbone's stages ({plan or 'none'}) do not fit TrainParams.epochs={total}: "
+            "the fixed epochs must sum to it, or leave at most one stage's epochs to fill it"
+        )
+    return [s.epochs if s.epochs is not None else total - fixed for s in stages]
+
+
+@dataclasses.dataclass
 class BuildContext:
     """What a backbone may use to build itself. ``rows`` is None at prediction time."""
 
@@ -81,7 +115,7 @@ class BuildContext:
     device: torch.device
     env: Any  # lever.train.distributed.DistEnv
     cache_dir: Path
-    plugin_manager: Any = None
+    hooks: ScopedHooks | None = None  # the hooks in this backbone's scope
 
 
 class AmpContext:
@@ -101,14 +135,20 @@ class AmpContext:
         self.scaler.scale(loss).backward()
 
 
-class Backbone(abc.ABC):
-    """Base class of every backbone; see the module docstring for the contract."""
+class Backbone:
+    """Base class of every adapter (one per model family); see the module docstring."""
 
     name: ClassVar[str] = ""
     params_class: ClassVar[type[Params]] = Params
     # The loop settings (epochs, batch_size, warmup_steps) this backbone trains best with on a CPU
     # when the user leaves them unset; see ``TrainParams.with_defaults``.
     train_defaults: ClassVar[dict[str, Any]] = {}
+    # True when predicting needs every process (model-parallel parts): evaluation then calls
+    # predict_topk on all ranks together, otherwise rank 0 predicts alone. May be set in ``build``.
+    collective_predict: bool = False
+    # True when a training step runs collectives: forward_backward is then called on every rank,
+    # even for an empty micro-batch. May be set per instance in ``build``.
+    collective_step: bool = False
 
     def __init__(self, params: Params | dict | None = None):
         if params is None or isinstance(params, dict):
@@ -116,31 +156,101 @@ class Backbone(abc.ABC):
                 params or {}, source=f"backbone_params ({self.name})"
             )
         self.params = params
+        self.hooks = ScopedHooks(None, self.name)  # lever's defaults until attach()
+        self.loss_params = LeverLossParams(reduction="sum")
 
-    @abc.abstractmethod
-    def build(self, ctx: BuildContext) -> torch.nn.Module: ...
+    def attach(self, hooks: ScopedHooks, loss_params: LeverLossParams) -> Backbone:
+        """Called by ``lever train`` and ``lever.wrap`` before training: the hooks in this
+        backbone's scope and the loss settings (``sum`` in the loop, the user's in ``wrap``)."""
+        self.hooks, self.loss_params = hooks, loss_params
+        return self
 
-    @abc.abstractmethod
-    def param_groups(self, module: torch.nn.Module) -> list[ParamGroup]: ...
+    # -- lever.wrap ------------------------------------------------------------------------------
+    @classmethod
+    def accepts(cls, classifier: Any) -> bool:
+        """Whether ``classifier`` (an existing model given to ``lever.wrap``) is of this family."""
+        return False
 
-    @abc.abstractmethod
-    def batch_inputs(self, row_ids: np.ndarray) -> Any: ...
+    # -- lever train: building -------------------------------------------------------------------
+    def build(self, ctx: BuildContext) -> torch.nn.Module:
+        raise NotImplementedError(f"backbone {self.name!r} does not build models (lever.wrap only)")
 
-    @abc.abstractmethod
-    def test_inputs(self, row_ids: np.ndarray) -> Any: ...
+    def param_groups(self, module: torch.nn.Module) -> list[ParamGroup]:
+        raise NotImplementedError(f"backbone {self.name!r} defines no parameter groups")
 
-    @abc.abstractmethod
-    def loss(self, module: torch.nn.Module, batch) -> torch.Tensor: ...
+    def batch_inputs(self, row_ids: np.ndarray) -> Any:
+        raise NotImplementedError(f"backbone {self.name!r} defines no training inputs")
 
-    @abc.abstractmethod
-    def predict_scores(
-        self, module: torch.nn.Module, inputs: Any, labels: slice
-    ) -> torch.Tensor: ...
+    def test_inputs(self, row_ids: np.ndarray) -> Any:
+        raise NotImplementedError(f"backbone {self.name!r} defines no test inputs")
 
-    # True when predicting needs every process (model-parallel parts): evaluation then calls
-    # predict_topk on all ranks together, otherwise rank 0 predicts alone; and forward_backward is
-    # called on every rank even for an empty micro-batch. May be set per instance in ``build``.
-    collective_predict: bool = False
+    # -- the training step (both entry points) ---------------------------------------------------
+    def training_levels(
+        self, module: torch.nn.Module, inputs: Any, targets: SparseTargets, hooks: ScopedHooks
+    ) -> list[Level]:
+        """The scores of one batch, one :class:`lever.loss.Level` per level (dense one-vs-all:
+        one level with all label ids). ``targets`` (label targets) and ``hooks`` are there for
+        shortlisting backbones, which project targets (:meth:`level_targets`) and call
+        ``hooks.lever_shortlist`` before keeping candidates."""
+        raise NotImplementedError(
+            f"backbone {self.name!r} implements neither training_levels nor training_loss"
+        )
+
+    def cluster_map(self, module: torch.nn.Module, level: int) -> tuple[torch.Tensor, int]:
+        """``(label_to_cluster [L], num_clusters)`` of tree level ``level``, for projecting targets."""
+        raise NotImplementedError(f"backbone {self.name!r} has no cluster level {level}")
+
+    def level_targets(
+        self,
+        module: torch.nn.Module,
+        level: Level,
+        targets: SparseTargets,
+        hooks: ScopedHooks,
+    ) -> SparseTargets:
+        """The label ``targets`` in ``level``'s id space (``lever_level_targets`` for clusters)."""
+        if level.is_labels:
+            return targets
+        mapping, num_clusters = self.cluster_map(module, int(level.space))
+        return hooks.lever_level_targets(
+            targets=targets, level=int(level.space), label_to_cluster=mapping,
+            num_clusters=num_clusters,
+        )
+
+    def training_loss(
+        self,
+        module: torch.nn.Module,
+        inputs: Any,
+        targets: SparseTargets,
+        params: LeverLossParams,
+        hooks: ScopedHooks,
+    ) -> torch.Tensor:
+        """The LEVER loss of one batch: levels, targets per level, then ``hooks.lever_loss``."""
+        levels = self.training_levels(module, inputs, targets, hooks)
+        per_level = [self.level_targets(module, lv, targets, hooks) for lv in levels]
+        loss = hooks.lever_loss(levels=levels, targets=per_level, params=params)
+        if loss is None:
+            raise RuntimeError(f"backbone {self.name!r}: no lever_loss implementation returned a loss")
+        return loss
+
+    def forward_backward(self, module: torch.nn.Module, batch, amp: AmpContext) -> float:
+        """One micro-batch of ``lever train``: the summed loss × ``batch.loss_scale``, gradients
+        accumulated into ``.grad``; returns the scaled loss for logging. Backbones with a
+        hand-written backward (Renée) override this and must still honour ``lever_loss``."""
+        with amp.autocast():
+            loss = self.training_loss(
+                module, batch.inputs, batch.targets, self.loss_params, self.hooks
+            )
+            loss = loss * batch.loss_scale
+        amp.backward(loss)
+        return float(loss.detach())
+
+    # -- prediction and state --------------------------------------------------------------------
+    def predict_scores(self, module: torch.nn.Module, inputs: Any, labels: slice) -> torch.Tensor:
+        """Scores ``[b, len(labels)]`` of a label block, for the default :meth:`predict_topk`;
+        a shortlisting backbone overrides ``predict_topk`` instead."""
+        raise NotImplementedError(
+            f"backbone {self.name!r} implements neither predict_scores nor predict_topk"
+        )
 
     def export_state_dict(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The complete weights saved as ``model.safetensors`` and loaded by ``lever predict`` into
@@ -148,14 +258,30 @@ class Backbone(abc.ABC):
         model-parallel parts gather them here."""
         return module.state_dict()
 
+    # -- stages, callbacks and state the loop keeps -----------------------------------------------
+    def stages(self, module: torch.nn.Module) -> list[Stage]:
+        """The stages of training, in order; default: one stage of every parameter group."""
+        return [Stage("train", self.param_groups(module))]
+
+    def on_stage_start(self, module: torch.nn.Module, stage: Stage) -> None:
+        """Work when a stage begins, before its optimizers are built (e.g. freeze a part, build
+        clusters). Not repeated when a run resumes inside the stage: keep what it computes in
+        :meth:`extra_state`."""
+
     def on_epoch_start(self, module: torch.nn.Module, epoch: int) -> None:
         """Work before each epoch (e.g. ELIAS refreshes its cluster parents)."""
 
-    def forward_backward(self, module: torch.nn.Module, batch, amp: AmpContext) -> float:
-        with amp.autocast():
-            loss = self.loss(module, batch) * batch.loss_scale
-        amp.backward(loss)
-        return float(loss.detach())
+    def on_step_end(self, module: torch.nn.Module, global_step: int) -> None:
+        """Work after each optimizer step (``global_step`` counts steps taken, from 1)."""
+
+    def extra_state(self, module: torch.nn.Module) -> dict[str, Any]:
+        """Training state outside the module's weights (cluster assignments, a learned adjacency,
+        counters) saved in every checkpoint, so a resumed run equals an uninterrupted one. Tensors
+        and plain Python values only (loaded with ``torch.load(weights_only=True)``)."""
+        return {}
+
+    def load_extra_state(self, module: torch.nn.Module, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned, when a run resumes."""
 
     def predict_topk(
         self,
@@ -172,6 +298,8 @@ class Backbone(abc.ABC):
         one-vs-all head: sigmoid probabilities would tie once they round to 1.0 in float32, and
         ``lever eval`` re-ranks stored scores); a row with fewer than k admissible labels is
         padded with id -1 and score -inf."""
+        from lever.metrics.ranking import blockwise_topk
+
         return blockwise_topk(
             lambda labels: self.predict_scores(module, inputs, labels),
             k,
@@ -199,59 +327,3 @@ def to_device(obj: Any, device: torch.device) -> Any:
             },
         )
     return obj
-
-
-@torch.no_grad()
-def blockwise_topk(
-    score_block,
-    k: int,
-    num_labels: int,
-    exclude: sp.csr_matrix | None = None,
-    label_block: int = 65536,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k over labels computed one label block at a time, so memory is ``b × label_block``."""
-    best_s: torch.Tensor | None = None
-    best_i: torch.Tensor | None = None
-    ex = None if exclude is None else exclude.tocoo()
-    for lo in range(0, num_labels, label_block):
-        hi = min(num_labels, lo + label_block)
-        s = score_block(slice(lo, hi)).float()
-        if ex is not None and ex.nnz:
-            sel = (ex.col >= lo) & (ex.col < hi)
-            if sel.any():
-                r = torch.as_tensor(ex.row[sel], dtype=torch.long, device=s.device)
-                c = torch.as_tensor(ex.col[sel] - lo, dtype=torch.long, device=s.device)
-                s[r, c] = float("-inf")
-        kk = min(k, hi - lo)
-        bs, bi = torch.topk(s, kk, dim=1)
-        bi = bi + lo
-        if best_s is not None:
-            bs, bi = torch.cat([best_s, bs], 1), torch.cat([best_i, bi], 1)
-            top = torch.topk(bs, min(k, bs.shape[1]), dim=1)
-            bs, bi = top.values, torch.gather(bi, 1, top.indices)
-        best_s, best_i = bs, bi
-    assert best_s is not None and best_i is not None
-    best_i = torch.where(torch.isneginf(best_s), torch.full_like(best_i, -1), best_i)
-    return best_i.cpu().numpy().astype(np.int64), best_s.cpu().numpy().astype(np.float32)
-
-
-def get_backbone_class(name: str, plugin_manager=None) -> type[Backbone]:
-    """The backbone registered under ``name`` by any installed adapter."""
-    registry = available_backbones(plugin_manager)
-    if name not in registry:
-        raise ValueError(f"backbone {name!r}: not registered; available: {sorted(registry)}")
-    return registry[name]
-
-
-def available_backbones(plugin_manager=None) -> dict[str, type[Backbone]]:
-    if plugin_manager is None:
-        from lever.hooks import get_plugin_manager
-
-        plugin_manager = get_plugin_manager()
-    registry: dict[str, type[Backbone]] = {}
-    for found in plugin_manager.hook.lever_register_backbones():
-        for key, cls in (found or {}).items():
-            if key in registry and registry[key] is not cls:
-                raise ValueError(f"backbone {key!r} registered twice ({registry[key]} and {cls})")
-            registry[key] = cls
-    return registry

@@ -1,6 +1,9 @@
-"""The training loop every backbone shares (``lever train``).
+"""The training loop every backbone shares (``lever train``): :class:`Trainer`.
 
-Per optimizer step: this process's ``grad_accum`` micro-batches go through
+Training runs in the backbone's stages (``Backbone.stages``: one by default), each with its own
+optimizer groups and warm-up + decay schedule over its own steps; the backbone is called back per
+stage (``on_stage_start``), epoch (``on_epoch_start``) and optimizer step (``on_step_end``), and its
+``extra_state`` is saved in every checkpoint. Per optimizer step: this process's ``grad_accum`` micro-batches go through
 ``Backbone.forward_backward`` (loss × 1/rows-in-global-batch, gradients accumulated), gradients are
 summed over processes, optionally clipped, and every parameter group's optimizer steps at
 ``base lr × schedule(step)``. Every ``eval_every`` epochs rank 0 evaluates on the test split
@@ -17,15 +20,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lever.hooks.manager import get_plugin_manager, scoped_hooks
+from lever.loss import LeverLossParams
 from lever.train.backbone import (
     AmpContext,
     Backbone,
     BuildContext,
     ParamGroup,
-    get_backbone_class,
+    stage_epochs,
     to_device,
 )
 from lever.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -108,15 +114,10 @@ def build_optimizers(
     return out
 
 
-def default_plugin_manager():
-    from lever.hooks import get_plugin_manager
+def make_backbone(params: TrainParams, plugin_manager) -> Backbone:
+    from lever.hooks.registry import make_backbone as make
 
-    return get_plugin_manager()
-
-
-def make_backbone(params: TrainParams, plugin_manager=None) -> Backbone:
-    cls = get_backbone_class(params.backbone, plugin_manager)
-    return cls(params.backbone_params)
+    return make(params.backbone, params.backbone_params, plugin_manager)
 
 
 def resolve_backbone_defaults(params: TrainParams, backbone: Backbone) -> TrainParams:
@@ -235,7 +236,7 @@ def train(
     that many epochs (checkpointed), e.g. for time-sliced jobs."""
     from lever.data import XCDataset
 
-    plugin_manager = plugin_manager or default_plugin_manager()
+    plugin_manager = plugin_manager or get_plugin_manager()
     backbone = make_backbone(params, plugin_manager)
     # The saved config names every setting, the backbone's defaults included.
     params = resolve_backbone_defaults(params, backbone).validate()
@@ -252,7 +253,6 @@ def train(
     )
     try:
         device = resolve_device(params.device, env)
-        show = progress and env.is_main
         ckpt = latest_checkpoint(run_dir)
         if ckpt is not None:
             _check_resumable(run_dir / "config.json", params)
@@ -261,162 +261,209 @@ def train(
         if env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             params.save(run_dir / "config.json")
-
-        seed_everything(params.seed)
-        cache_dir = Path(params.cache_dir) if params.cache_dir else run_dir / "cache"
-        ctx = BuildContext(dataset, rows, params, device, env, cache_dir, plugin_manager)
-        module = backbone.build(ctx).to(device)
-        trainable = [p for p in module.parameters() if p.requires_grad]
-        broadcast_parameters(trainable, env)
-        optimizers = build_optimizers(backbone.param_groups(module), params)
-        amp = AmpContext(device, params.amp)
-        sampler = GlobalBatchSampler(
-            rows.num_rows,
-            params.batch_size,
-            env.world_size,
-            env.rank,
-            params.grad_accum,
-            params.seed,
+        trainer = Trainer(
+            backbone, params, dataset, rows, device, env, plugin_manager, progress and env.is_main
         )
-        builder = BatchBuilder(
-            rows, backbone.batch_inputs, params.lam, params.mode, plugin_manager, kappa=params.kappa
-        )
-        steps_per_epoch = sampler.steps_per_epoch()
-        total_steps = steps_per_epoch * params.epochs
-        # Different ranks draw different dropout masks; the init above was identical everywhere.
-        torch.manual_seed(params.seed * 1000 + 1 + env.rank)
-
-        epoch, start_step, global_step = 0, 0, 0
-        epoch_loss, epoch_steps = 0.0, 0
         if ckpt is not None:
-            state = load_checkpoint(ckpt, module, env.rank, device)
-            if int(state["world_size"]) != env.world_size:
-                raise RuntimeError(
-                    f"{ckpt}: saved with {state['world_size']} processes, "
-                    f"resumed with {env.world_size}; "
-                    "the global batch would change, so resume with the same number of processes"
-                )
-            for (name, opt, _), saved in zip(optimizers, state["optimizers"]):
-                opt.load_state_dict(saved)
-            amp.scaler.load_state_dict(state["scaler"])
-            epoch, start_step, global_step = (
-                int(state["epoch"]),
-                int(state["next_step"]),
-                int(state["global_step"]),
-            )
-            epoch_loss, epoch_steps = float(state["epoch_loss"]), int(state["epoch_steps"])
-            if show:
-                print(f"resuming {run_dir} from {ckpt.name} (epoch {epoch + 1}, step {start_step})")
-
-        log_file = run_dir / "metrics.jsonl"
-        epochs_this_call = 0
-        t_epoch = time.time()
-
-        def checkpoint(next_epoch: int, next_step: int) -> None:
-            state = {
-                "epoch": next_epoch,
-                "next_step": next_step,
-                "global_step": global_step,
-                "epoch_loss": epoch_loss,
-                "epoch_steps": epoch_steps,
-                "optimizers": [opt.state_dict() for _, opt, _ in optimizers],
-                "scaler": amp.scaler.state_dict(),
-            }
-            save_checkpoint(run_dir, module, state, env.rank, env.world_size, env.barrier)
-
-        while epoch < params.epochs:
-            module.train()
-            backbone.on_epoch_start(module, epoch)
-            bar = tqdm(
-                total=steps_per_epoch,
-                initial=start_step,
-                desc=f"epoch {epoch + 1}/{params.epochs}",
-                disable=not show,
-                leave=False,
-            )
-            for step, micro in _iterate_steps(
-                sampler, builder, epoch, start_step, params.num_workers
-            ):
-                for _, opt, _ in optimizers:
-                    opt.zero_grad(set_to_none=True)
-                step_loss = 0.0
-                for batch in micro:
-                    # A model-parallel step runs collectives: every rank joins, even with no rows.
-                    if len(batch) or backbone.collective_predict:
-                        step_loss += backbone.forward_backward(
-                            module, to_device(batch, device), amp
-                        )
-                sum_gradients(trainable, env)
-                factor = lr_factor(global_step, total_steps, params.warmup_steps, params.schedule)
-                for _, opt, base in optimizers:
-                    for group in opt.param_groups:
-                        group["lr"] = base * factor
-                if params.max_grad_norm > 0:
-                    for _, opt, _ in optimizers:
-                        amp.scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm)
-                for _, opt, _ in optimizers:
-                    amp.scaler.step(opt)
-                amp.scaler.update()
-                global_step += 1
-                step_loss = all_reduce_sum(step_loss, env, device)
-                epoch_loss += step_loss
-                epoch_steps += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{epoch_loss / epoch_steps:.4g}")
-                if (
-                    params.checkpoint_every_steps
-                    and global_step % params.checkpoint_every_steps == 0
-                    and step + 1 < steps_per_epoch
-                ):
-                    checkpoint(epoch, step + 1)
-            bar.close()
-
-            record: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "global_step": global_step,
-                "loss": epoch_loss / max(1, epoch_steps),
-                "lr": {name: opt.param_groups[0]["lr"] for name, opt, _ in optimizers},
-                "seconds": round(time.time() - t_epoch, 3),
-            }
-            last = epoch + 1 == params.epochs
-            if (epoch + 1) % params.eval_every == 0 or last:
-                test = evaluate_module(backbone, module, dataset, params.eval_k, device, show, env)
-                if test is not None:
-                    record["test"] = test
-            if env.is_main:
-                _append_jsonl(log_file, record)
-                if show:
-                    test = record.get("test", {})
-                    shown = " ".join(
-                        f"{k} {test[k]:.2f}"
-                        for k in ("P@1", "P@5", "PSP@1", "PSP@5", "C@5")
-                        if k in test
-                    )
-                    tqdm.write(f"epoch {epoch + 1}: loss {record['loss']:.5g} {shown}")
-            epoch += 1
-            start_step, epoch_loss, epoch_steps = 0, 0.0, 0
-            checkpoint(epoch, 0)
-            t_epoch = time.time()
-            epochs_this_call += 1
-            if (
-                stop_after_epochs is not None
-                and epochs_this_call >= stop_after_epochs
-                and epoch < params.epochs
-            ):
-                env.barrier()
-                return TrainResult(run_dir, epoch, False, None)
-
-        result = TrainResult(
-            run_dir,
-            epoch,
-            True,
-            _finish(run_dir, backbone, module, dataset, params, device, env, show),
+            trainer.resume(ckpt)
+        if not trainer.run_epochs(stop_after_epochs):
+            env.barrier()
+            return TrainResult(run_dir, trainer.epoch, False, None)
+        metrics = _finish(
+            run_dir, backbone, trainer.module, dataset, params, device, env, trainer.show
         )
         env.barrier()  # nobody tears the process group down while another rank still uses it
-        return result
+        return TrainResult(run_dir, trainer.epoch, True, metrics)
     finally:
         shutdown_distributed(env)
+
+
+class Trainer:
+    """The loop of one run: stages (each with its optimizers and schedule), per-step and
+    per-epoch callbacks of the backbone, checkpoints holding the backbone's ``extra_state``,
+    evaluation. Built once per invocation; ``resume`` continues from a checkpoint."""
+
+    def __init__(self, backbone, params: TrainParams, dataset, rows, device, env, pm, show):
+        self.backbone, self.params, self.dataset, self.rows = backbone, params, dataset, rows
+        self.device, self.env, self.show = device, env, show
+        self.run_dir = Path(params.out)
+        seed_everything(params.seed)
+        cache_dir = Path(params.cache_dir) if params.cache_dir else self.run_dir / "cache"
+        hooks = scoped_hooks(pm, params.backbone)
+        # The loop's losses are sums; it scales them by 1 / rows in the global batch.
+        backbone.attach(
+            hooks, LeverLossParams(lam=params.lam, mode=params.mode, reduction="sum", kappa=params.kappa)
+        )
+        ctx = BuildContext(dataset, rows, params, device, env, cache_dir, hooks)
+        self.module = backbone.build(ctx).to(device)
+        self.trainable = [p for p in self.module.parameters() if p.requires_grad]
+        broadcast_parameters(self.trainable, env)
+        self.stages = backbone.stages(self.module)
+        self.stage_epochs = stage_epochs(self.stages, params.epochs)
+        self.amp = AmpContext(device, params.amp)
+        self.sampler = GlobalBatchSampler(
+            rows.num_rows, params.batch_size, env.world_size, env.rank, params.grad_accum, params.seed
+        )
+        self.builder = BatchBuilder(
+            rows, backbone.batch_inputs, params.lam, params.mode, hooks, kappa=params.kappa
+        )
+        self.steps_per_epoch = self.sampler.steps_per_epoch()
+        # Different ranks draw different dropout masks; the init above was identical everywhere.
+        torch.manual_seed(params.seed * 1000 + 1 + env.rank)
+        self.stage: int | None = None  # the stage whose optimizers are built
+        self.optimizers: list[tuple[str, torch.optim.Optimizer, float]] = []
+        self.epoch, self.start_step, self.global_step = 0, 0, 0
+        self.epoch_loss, self.epoch_steps = 0.0, 0
+
+    # -- stages ----------------------------------------------------------------------------------
+    def stage_of(self, epoch: int) -> int:
+        ends = np.cumsum(self.stage_epochs)
+        return int(np.searchsorted(ends, epoch, side="right"))
+
+    def stage_first_step(self, stage: int) -> int:
+        return sum(self.stage_epochs[:stage]) * self.steps_per_epoch
+
+    def enter_stage(self, stage: int, start: bool = True) -> None:
+        """Build ``stage``'s optimizers; ``start``: it begins now (``on_stage_start`` runs)."""
+        if start:
+            self.backbone.on_stage_start(self.module, self.stages[stage])
+        self.stage = stage
+        self.optimizers = build_optimizers(self.stages[stage].param_groups, self.params)
+
+    def lr_factor(self) -> float:
+        p = self.params
+        step = self.global_step - self.stage_first_step(self.stage)
+        total = self.stage_epochs[self.stage] * self.steps_per_epoch
+        return lr_factor(step, total, p.warmup_steps, p.schedule)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def checkpoint(self, next_epoch: int, next_step: int) -> None:
+        state = {
+            "epoch": next_epoch,
+            "next_step": next_step,
+            "global_step": self.global_step,
+            "epoch_loss": self.epoch_loss,
+            "epoch_steps": self.epoch_steps,
+            "stage": self.stage,
+            "optimizers": [opt.state_dict() for _, opt, _ in self.optimizers],
+            "scaler": self.amp.scaler.state_dict(),
+            "backbone": self.backbone.extra_state(self.module),
+        }
+        env = self.env
+        save_checkpoint(self.run_dir, self.module, state, env.rank, env.world_size, env.barrier)
+
+    def resume(self, ckpt: Path) -> None:
+        env = self.env
+        state = load_checkpoint(ckpt, self.module, env.rank, self.device)
+        if int(state["world_size"]) != env.world_size:
+            raise RuntimeError(
+                f"{ckpt}: saved with {state['world_size']} processes, resumed with "
+                f"{env.world_size}; the global batch would change, so resume with the same number "
+                "of processes"
+            )
+        self.backbone.load_extra_state(self.module, state.get("backbone", {}))
+        self.enter_stage(int(state.get("stage", 0)), start=False)
+        for (_, opt, _), saved in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(saved)
+        self.amp.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.start_step = int(state["epoch"]), int(state["next_step"])
+        self.global_step = int(state["global_step"])
+        self.epoch_loss, self.epoch_steps = float(state["epoch_loss"]), int(state["epoch_steps"])
+        if self.show:
+            print(f"resuming {self.run_dir} from {ckpt.name} (epoch {self.epoch + 1}, step {self.start_step})")
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run_epochs(self, stop_after_epochs: int | None) -> bool:
+        """Train to the last epoch (True) or stop after ``stop_after_epochs`` of them (False)."""
+        done_here = 0
+        while self.epoch < self.params.epochs:
+            self.run_epoch()
+            done_here += 1
+            if stop_after_epochs is not None and done_here >= stop_after_epochs:
+                return self.epoch >= self.params.epochs
+        return True
+
+    def run_epoch(self) -> None:
+        p, epoch = self.params, self.epoch
+        if self.stage_of(epoch) != self.stage:
+            self.enter_stage(self.stage_of(epoch))
+        t_epoch = time.time()
+        self.module.train()
+        self.backbone.on_epoch_start(self.module, epoch)
+        bar = tqdm(total=self.steps_per_epoch, initial=self.start_step,
+                   desc=f"epoch {epoch + 1}/{p.epochs}", disable=not self.show, leave=False)
+        for step, micro in _iterate_steps(
+            self.sampler, self.builder, epoch, self.start_step, p.num_workers
+        ):
+            self.optimizer_step(micro)
+            bar.update(1)
+            bar.set_postfix(loss=f"{self.epoch_loss / self.epoch_steps:.4g}")
+            if (
+                p.checkpoint_every_steps
+                and self.global_step % p.checkpoint_every_steps == 0
+                and step + 1 < self.steps_per_epoch
+            ):
+                self.checkpoint(epoch, step + 1)
+        bar.close()
+        self.end_epoch(time.time() - t_epoch)
+
+    def optimizer_step(self, micro) -> None:
+        """This process's micro-batches of one step, gradients summed over processes, one step of
+        every optimizer of the stage at ``base lr × schedule``."""
+        p, amp, env = self.params, self.amp, self.env
+        for _, opt, _ in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for batch in micro:
+            # A model-parallel step runs collectives: every rank joins, even with no rows.
+            if len(batch) or self.backbone.collective_step:
+                step_loss += self.backbone.forward_backward(
+                    self.module, to_device(batch, self.device), amp
+                )
+        sum_gradients(self.trainable, env)
+        factor = self.lr_factor()
+        for _, opt, base in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = base * factor
+        if p.max_grad_norm > 0:
+            for _, opt, _ in self.optimizers:
+                amp.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(self.trainable, p.max_grad_norm)
+        for _, opt, _ in self.optimizers:
+            amp.scaler.step(opt)
+        amp.scaler.update()
+        self.global_step += 1
+        self.epoch_loss += all_reduce_sum(step_loss, env, self.device)
+        self.epoch_steps += 1
+        self.backbone.on_step_end(self.module, self.global_step)
+
+    def end_epoch(self, seconds: float) -> None:
+        """Log (and every ``eval_every`` epochs evaluate) the epoch, then checkpoint."""
+        p, epoch = self.params, self.epoch
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "global_step": self.global_step,
+            "loss": self.epoch_loss / max(1, self.epoch_steps),
+            "lr": {name: opt.param_groups[0]["lr"] for name, opt, _ in self.optimizers},
+            "seconds": round(seconds, 3),
+        }
+        if (epoch + 1) % p.eval_every == 0 or epoch + 1 == p.epochs:
+            test = evaluate_module(
+                self.backbone, self.module, self.dataset, p.eval_k, self.device, self.show, self.env
+            )
+            if test is not None:
+                record["test"] = test
+        if self.env.is_main:
+            _append_jsonl(self.run_dir / "metrics.jsonl", record)
+            if self.show:
+                test = record.get("test", {})
+                shown = " ".join(
+                    f"{k} {test[k]:.2f}" for k in ("P@1", "P@5", "PSP@1", "PSP@5", "C@5") if k in test
+                )
+                tqdm.write(f"epoch {epoch + 1}: loss {record['loss']:.5g} {shown}")
+        self.epoch += 1
+        self.start_step, self.epoch_loss, self.epoch_steps = 0, 0.0, 0
+        self.checkpoint(self.epoch, 0)
 
 
 def _finish(
@@ -475,13 +522,15 @@ def load_trained(
         raise FileNotFoundError(f"{weights}: the run has not finished (no final model)")
     params = TrainParams.load(config)
     dataset = XCDataset.load(data_dir or params.data)
-    plugin_manager = plugin_manager or default_plugin_manager()
+    plugin_manager = plugin_manager or get_plugin_manager()
     env = DistEnv()
     dev = resolve_device(device, env)
     backbone = make_backbone(params, plugin_manager)
     cache_dir = Path(params.cache_dir) if params.cache_dir else run_dir / "cache"
     module = backbone.build(
-        BuildContext(dataset, None, params, dev, env, cache_dir, plugin_manager)
+        BuildContext(
+            dataset, None, params, dev, env, cache_dir, scoped_hooks(plugin_manager, params.backbone)
+        )
     ).to(dev)
     try:
         module.load_state_dict(load_file(str(weights), device=str(dev)), strict=True)
@@ -493,4 +542,4 @@ def load_trained(
     return backbone, module, params, dataset
 
 
-__all__ = ["TrainResult", "evaluate_module", "load_train_rows", "load_trained", "train"]
+__all__ = ["TrainResult", "Trainer", "evaluate_module", "load_train_rows", "load_trained", "train"]

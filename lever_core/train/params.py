@@ -6,9 +6,21 @@ import dataclasses
 from typing import Any
 
 from lever.train.auto import AutoParams
-from lever.utils.params import Params, ParamsError
+from lever.utils.params import Params, ParamsError, field
 
 AUTO = "auto"
+
+
+def parse_lam(text: str) -> float | str:
+    """``--lam``: a number, or ``auto``."""
+    import argparse
+
+    if text == AUTO:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number in [0, 1] or 'auto'") from None
 
 SCHEDULES = ("cosine", "linear", "constant")
 # Loop settings a backbone may default (``Backbone.train_defaults``); these when it does not.
@@ -25,43 +37,49 @@ class TrainParams(Params):
     are the same optimisation.
     """
 
-    data: str = ""
-    backbone: str = "generic"
-    out: str = ""
-    # Backbone settings, validated by the backbone's own Params class (see ``lever train
-    # --backbone NAME --print-params``).
+    data: str = field("", help="dataset folder (lever data build)")
+    backbone: str = field("generic", help="backbone name (generic, or one an adapter registers)")
+    out: str = field("", help="run folder (config.json, metrics.jsonl, checkpoints/, model.safetensors)")
+    # Backbone settings, validated by the backbone's own Params class (``--bp KEY=VALUE``; see
+    # ``lever train --backbone NAME --print-params``).
     backbone_params: dict[str, Any] = dataclasses.field(default_factory=dict)
-    # LEVER soft labels: a SoftLabels .npz with (N + L) rows; targets t = λ·y + (1−λ)·p̂ (mode
-    # "mix") or max(y, p̂) (mode "augment"), see lever.loss.soft_targets.
-    soft_labels: str | None = None
-    # λ in [0, 1], or "auto": chosen on a validation split (``auto``; lever.train.auto).
-    lam: float | str = 0.5
-    # Per-label λ_l = n_l / (n_l + κ) instead of the constant ``lam`` (None: constant λ).
-    kappa: float | None = None
-    mode: str = "mix"
-    # Train on label-as-datapoint rows too (docs + labels). None: on iff soft labels are given.
-    label_rows: bool | None = None
-    # None: the backbone's measured CPU default (``Backbone.train_defaults``), else LOOP_DEFAULTS.
-    epochs: int | None = None
-    batch_size: int | None = None
-    grad_accum: int = 1
-    # Base learning rate of every parameter group; ``group_lr`` overrides it per group name.
-    lr: float | None = None
+    soft_labels: str | None = field(
+        None, help="LEVER soft labels: a SoftLabels .npz with (N + L) rows; targets "
+        "t = λ·y + (1−λ)·p̂ (mode mix) or max(y, p̂) (mode augment)"
+    )
+    lam: float | str = field(
+        0.5, parse=parse_lam,
+        help="λ, weight of the ground truth in the target, or 'auto': choose λ/κ, τ_d and the "
+        "calibration on a validation split (see --auto)",
+    )
+    kappa: float | None = field(
+        None, help="per-label λ_l = n_l / (n_l + κ) instead of a constant λ (n_l: training "
+        "documents of l)"
+    )
+    mode: str = field("mix", choices=("mix", "augment"),
+                      help="target mode: mix (λ·y + (1-λ)·p̂) or augment (max(y, p̂))")
+    label_rows: bool | None = field(
+        None, help="train on label-as-datapoint rows too (default: on with soft labels)"
+    )
+    epochs: int | None = field(None, help="epochs (default: the backbone's, else 4)")
+    batch_size: int | None = field(None, help="rows per process per micro-batch (default: the backbone's, else 256)")
+    grad_accum: int = field(1, help="micro-batches per optimizer step")
+    lr: float | None = field(None, help="learning rate of every parameter group (default: each group's)")
+    # Learning rate per group name (``--group-lr GROUP=LR``); overrides ``lr``.
     group_lr: dict[str, float] = dataclasses.field(default_factory=dict)
-    weight_decay: float | None = None
-    schedule: str = "cosine"
-    warmup_steps: int | None = None
-    max_grad_norm: float = 0.0
-    amp: bool = True
-    device: str = "auto"
-    num_workers: int = 0
-    eval_every: int = 1
-    eval_k: int = 5
-    checkpoint_every_steps: int = 0
-    # Where backbones cache derived inputs (e.g. frozen-encoder embeddings); default RUN/cache.
-    cache_dir: str | None = None
-    seed: int = 0
-    # The ``--lam auto`` search (validation split, grid, objective).
+    weight_decay: float | None = field(None, help="weight decay of every group (default: each group's)")
+    schedule: str = field("cosine", choices=SCHEDULES, help="learning-rate decay after warm-up")
+    warmup_steps: int | None = field(None, help="warm-up steps (default: the backbone's, else 0)")
+    max_grad_norm: float = field(0.0, help="clip gradients (0: off)")
+    amp: bool = field(True, help="mixed precision (CUDA only)")
+    device: str = field("auto", help="auto, cpu, cuda or cuda:N")
+    num_workers: int = field(0, help="DataLoader workers building batches")
+    eval_every: int = field(1, help="evaluate every N epochs")
+    eval_k: int = field(5, help="metrics @1..k")
+    checkpoint_every_steps: int = field(0, help="also checkpoint every N optimizer steps (0: per epoch only)")
+    cache_dir: str | None = field(None, help="cache folder for derived inputs (default RUN_DIR/cache)")
+    seed: int = field(0, help="seed of initialisation, sampling and dropout")
+    # The ``--lam auto`` search (validation split, grid, objective; ``--auto KEY=VALUE``).
     auto: AutoParams = dataclasses.field(default_factory=AutoParams)
 
     def with_defaults(self, backbone_defaults: dict[str, Any]) -> TrainParams:
@@ -100,18 +118,40 @@ class TrainParams(Params):
         if self.schedule not in SCHEDULES:
             raise bad("schedule", f"one of {SCHEDULES}")
         # None (epochs, batch_size, warmup_steps): the backbone's default, filled by with_defaults.
-        for field in ("epochs", "batch_size", "grad_accum", "eval_every", "eval_k"):
-            if getattr(self, field) is not None and int(getattr(self, field)) < 1:
-                raise bad(field, "an integer >= 1")
-        for field in ("warmup_steps", "checkpoint_every_steps", "num_workers"):
-            if getattr(self, field) is not None and int(getattr(self, field)) < 0:
-                raise bad(field, "an integer >= 0")
+        for name in ("epochs", "batch_size", "grad_accum", "eval_every", "eval_k"):
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
+                raise bad(name, "an integer >= 1")
+        for name in ("warmup_steps", "checkpoint_every_steps", "num_workers"):
+            if getattr(self, name) is not None and int(getattr(self, name)) < 0:
+                raise bad(name, "an integer >= 0")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
         if self.soft_labels is None and self.label_rows is None:
             return dataclasses.replace(self, label_rows=False)
         if self.label_rows is None:
             return dataclasses.replace(self, label_rows=True)
+        return self
+
+
+@dataclasses.dataclass
+class PredictParams(Params):
+    """Settings of ``lever predict`` (one flag per field)."""
+
+    run: str = field("", help="run folder of lever train")
+    data: str | None = field(None, help="dataset folder (default: the run's)")
+    out: str = field("", help="output .npz (test points × labels)")
+    k: int = field(100, help="labels kept per test point")
+    batch_size: int = field(512, help="test points scored at once")
+    device: str = field("auto", help="auto, cpu, cuda or cuda:N")
+    filter: bool = field(True, help="remove the dataset's test filter pairs (--no-filter keeps them)")
+
+    def validate(self) -> PredictParams:
+        for name in ("run", "out"):
+            if not getattr(self, name):
+                raise ParamsError(f"PredictParams.{name}: required (--{name})")
+        for name in ("k", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ParamsError(f"PredictParams.{name}={getattr(self, name)!r}: expected an integer >= 1")
         return self
 
 

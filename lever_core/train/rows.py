@@ -115,20 +115,22 @@ class BatchBuilder:
         batch_inputs: Callable[[np.ndarray], Any],
         lam: float,
         mode: str,
-        plugin_manager: Any = None,
+        hooks: Any = None,
         kappa: float | None = None,
     ):
-        from lever.hooks.manager import default_targets_only
+        from lever.hooks.manager import default_targets_only, scoped_hooks
         from lever.loss import LeverLossParams, TargetTable, label_counts, label_lambda
 
-        self.rows, self.batch_inputs, self.pm = rows, batch_inputs, plugin_manager
+        # ``hooks``: the backbone's ScopedHooks (a bare PluginManager is used unscoped).
+        self.rows, self.batch_inputs = rows, batch_inputs
+        self.hooks = scoped_hooks(hooks, None)
         # Backbones return losses summed over the batch; the loop scales by 1/global rows.
         self.loss_params = LeverLossParams(lam=lam, mode=mode, reduction="sum", kappa=kappa).validate()
         self.label_lam = None
         if kappa is not None:  # label-as-datapoint rows say nothing about n_l: documents only
             self.label_lam = label_lambda(label_counts(rows.Y[: rows.num_docs]), kappa)
         self.table = None
-        if default_targets_only(plugin_manager):
+        if default_targets_only(self.hooks):
             self.table = TargetTable.build(rows.Y, rows.soft, lam, mode, self.label_lam)
 
     def targets(self, row_ids: np.ndarray):
@@ -142,14 +144,11 @@ class BatchBuilder:
         y_rows = self.rows.Y[row_ids]
         soft_rows = None
         if self.rows.soft is not None:
-            soft_rows = self._hook(
-                "lever_teacher_rows", row_ids=row_ids, soft_labels=self.rows.soft
-            )
+            soft_rows = self.hooks.lever_teacher_rows(row_ids=row_ids, soft_labels=self.rows.soft)
             if soft_rows is None:
                 soft_rows = self.rows.soft[row_ids]
         lp, label_lam = self.loss_params, self.label_lam
-        targets = self._hook(
-            "lever_targets",
+        targets = self.hooks.lever_targets(
             row_ids=row_ids,
             y_rows=y_rows,
             soft_rows=soft_rows,
@@ -159,11 +158,6 @@ class BatchBuilder:
         if targets is None:  # no plugin answered: the library default
             targets = soft_targets(row_ids, y_rows, soft_rows, lp.lam, lp.mode, label_lam)
         return targets
-
-    def _hook(self, name: str, **kwargs):
-        if self.pm is None:
-            return None
-        return getattr(self.pm.hook, name)(**kwargs)
 
     def __call__(self, row_ids: np.ndarray, global_rows: int) -> Batch:
         row_ids = np.asarray(row_ids, dtype=np.int64)

@@ -21,6 +21,16 @@ class ParamsError(ValueError):
     """A parameter file or dict does not match the dataclass it is loaded into."""
 
 
+def field(default: Any = dataclasses.MISSING, *, help: str, choices: tuple | None = None,
+          parse: Any = None, **kwargs: Any) -> Any:
+    """A dataclass field that documents itself: ``help`` (and ``choices``, or ``parse`` for a
+    value the annotation cannot) become its command-line flag (:func:`add_arguments`)."""
+    metadata = {"help": help, "choices": choices, "parse": parse}
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
 @dataclasses.dataclass
 class Params:
     """Base class: subclass with ``@dataclasses.dataclass`` and typed fields with defaults."""
@@ -81,3 +91,39 @@ def _plain(v: Any) -> Any:
     if isinstance(v, tuple):
         return list(v)
     return v
+
+
+def _flag_type(hint: Any) -> Any:
+    """``int``, ``float``, ``str`` or ``bool`` of a field annotation (``X | None`` is ``X``)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return args[0] if len(args) == 1 else None
+
+
+def add_arguments(parser, cls: type[Params], skip: tuple[str, ...] = ()) -> None:
+    """One ``--field-name`` flag per documented field of ``cls`` (see :func:`field`), unset
+    (``None``) unless given, so flags override a params file only where they are used."""
+    import argparse
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or "help" not in f.metadata:
+            continue
+        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+        kind = meta["parse"] or _flag_type(hints[f.name])
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=meta["help"])
+        elif kind in (int, float, str) or callable(kind):
+            parser.add_argument(flag, dest=f.name, type=kind, choices=meta["choices"],
+                                help=meta["help"])
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: no flag type for {hints[f.name]!r}; pass parse=")
+
+
+def flag_values(args, cls: type[Params], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The values of the flags :func:`add_arguments` made for ``cls`` (``None``: not given)."""
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if f.name not in skip and "help" in f.metadata
+    }

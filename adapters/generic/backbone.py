@@ -1,4 +1,7 @@
-"""``--backbone generic``: a linear one-vs-all head on frozen sentence-encoder embeddings.
+"""The generic adapter: ``lever.wrap`` of any ``torch.nn.Module`` whose training forward returns
+dense logits ``[B, L]``, a ``(logits [B, K], label_ids [B, K])`` shortlist pair or a list of
+:class:`lever.loss.Level`; and ``lever train --backbone generic``, a linear one-vs-all head on
+frozen sentence-encoder embeddings.
 
 Every training row (document, or label text for label rows) and test document is embedded once
 with a frozen encoder (``lever.encoders.cached_embeddings``; MiniLM by default, cached under the
@@ -24,8 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lever.hooks.generic import GenericAdapter
-from lever.loss import LeverLossParams
+from lever.loss import Level, SparseTargets
 from lever.train.backbone import Backbone, BuildContext, ParamGroup
 from lever.train.embeddings import frozen_embeddings
 from lever.utils.params import Params, ParamsError
@@ -74,9 +76,6 @@ class GenericBackbone(Backbone):
     def build(self, ctx: BuildContext) -> nn.Module:
         p: GenericParams = self.params
         ds = ctx.dataset
-        tp = ctx.train_params
-        self.loss_params = LeverLossParams(lam=tp.lam, mode=tp.mode, reduction="sum")
-        self.hook = ctx.plugin_manager.hook
         splits = ("lbl", "tst", "trn") if ctx.rows is not None else ("lbl", "tst")
         with ctx.env.main_first():  # rank 0 writes the caches, the others then read them
             emb = frozen_embeddings(
@@ -115,13 +114,54 @@ class GenericBackbone(Backbone):
             np.asarray(self.tst_emb[np.asarray(row_ids, dtype=np.int64)], dtype=np.float32)
         )
 
-    def loss(self, module: nn.Module, batch) -> torch.Tensor:
-        # The generic adapter's dense-logits path: logits [B, L] → hook lever_loss (LEVER BCE).
-        return GenericAdapter(module).training_loss(
-            batch.inputs, batch.targets, self.loss_params, self.hook
-        )
+    @classmethod
+    def accepts(cls, classifier) -> bool:
+        return isinstance(classifier, nn.Module)
+
+    def training_levels(self, module: nn.Module, inputs, targets: SparseTargets, hooks) -> list[Level]:
+        """``module(inputs)``, exactly as a plain training loop would call it, read as levels."""
+        return levels_from_output(module(inputs), targets, type(module).__name__)
 
     def predict_scores(
         self, module: nn.Module, inputs: torch.Tensor, labels: slice
     ) -> torch.Tensor:
         return module(inputs, labels)
+
+
+def levels_from_output(out, targets: SparseTargets, who: str) -> list[Level]:
+    """A classifier's training output as levels: dense logits, a (logits, label ids) pair, one
+    :class:`Level` or a list of them; the label levels are checked against the targets' shape."""
+    if isinstance(out, torch.Tensor):
+        levels = [Level(out)]
+    elif isinstance(out, Level):
+        levels = [out]
+    elif isinstance(out, (tuple, list)) and out and all(isinstance(x, Level) for x in out):
+        levels = list(out)
+    elif isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(x, torch.Tensor) for x in out):
+        levels = [Level(out[0], out[1])]
+    else:
+        raise TypeError(
+            f"{who} returned {type(out).__name__}; the generic adapter expects dense logits "
+            "[B, L], a (logits [B, K], label_ids [B, K]) pair or a list of lever.loss.Level"
+        )
+    for level in levels:
+        _check_level(level, targets, who)
+    return levels
+
+
+def _check_level(level: Level, targets: SparseTargets, who: str) -> None:
+    batch, num_labels = targets.shape
+    logits = level.logits
+    if logits.dim() != 2 or logits.shape[0] != batch:
+        raise ValueError(f"{who} returned logits of shape {tuple(logits.shape)}; expected [{batch}, ...]")
+    if level.is_shortlist:
+        if level.ids.shape != logits.shape or level.ids.is_floating_point():
+            raise ValueError(
+                f"{who} returned shortlist label ids of shape {tuple(level.ids.shape)} "
+                f"({level.ids.dtype}); expected integer ids shaped like the logits {tuple(logits.shape)}"
+            )
+    elif level.is_labels and logits.shape[1] != num_labels:
+        raise ValueError(
+            f"{who} returned dense logits over {logits.shape[1]} labels but the targets have "
+            f"{num_labels} (dataset labels); return [B, {num_labels}] or a (logits, label_ids) shortlist"
+        )
