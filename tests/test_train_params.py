@@ -188,3 +188,24 @@ def test_a_run_folder_with_an_old_flat_config_resumes_and_predicts(
     assert main(["predict", "--run", str(tmp_path / "old"), "--out", str(pred), "--k", "3",
                  "--no-progress"]) == 0
     assert sp.load_npz(pred).shape[1] > 0
+
+
+def test_backbone_params_are_typed_and_checked_per_backbone(capsys):
+    from lever.cli import main
+    from lever_adapters.generic.backbone import GenericBackbone, GenericParams
+    from lever_adapters.renee.params import ReneeParams
+    from lever_adapters.renee.train import ReneeBackbone
+
+    assert isinstance(GenericBackbone({"lr": 0.1}).params, GenericParams)
+    assert isinstance(ReneeBackbone({"encoder.kind": "tfidf"}).params, ReneeParams)
+    with pytest.raises(ParamsError, match=r"backbone_params\.encoder\.kind='tfidff' \(renee\): expected one of"):
+        ReneeBackbone({"encoder": {"kind": "tfidff"}})
+    with pytest.raises(ParamsError, match=r"backbone_params\.momentum=1\.5 \(renee\): expected a number in \[0, 1\)"):
+        ReneeBackbone({"momentum": 1.5})
+    with pytest.raises(ParamsError, match=r"backbone_params\.optimizer='lbfgs' \(generic\)"):
+        GenericBackbone({"optimizer": "lbfgs"})
+    with pytest.raises(TypeError, match="must be a GenericParams"):
+        GenericBackbone(ReneeParams())
+    # through the CLI: one clear line before anything is built
+    assert main(["train", "--backbone", "renee", "--bp", "encoder.kind=tfidff", "--print-params"]) == 2
+    assert "backbone_params.encoder.kind='tfidff'" in capsys.readouterr().err

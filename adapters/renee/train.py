@@ -47,7 +47,7 @@ from lever_adapters.renee.model import (
     fused_ova_bce,
     ova_bce_grads,
 )
-from lever_adapters.renee.params import ENCODER_KINDS, EncoderParams, ReneeParams
+from lever_adapters.renee.params import EncoderParams, ReneeParams
 from lever_adapters.renee.predict import renee_topk, sharded_topk
 
 
@@ -70,8 +70,7 @@ def build_features(
     rows of ``ds`` (a ``lever.data.XCDataset``)."""
     from lever.encoders import resolve_encoder_path
 
-    if ep.kind not in ENCODER_KINDS:
-        raise ValueError(f"encoder.kind={ep.kind!r}: expected one of {ENCODER_KINDS}")
+    ep.validate()  # also when called outside a ReneeBackbone
     kinds = set(ep.kind.split("+"))
     n_train = ds.num_train + (ds.num_labels if label_rows else 0)
     trn_texts = list(ds.trn_texts) + (list(ds.lbl_texts) if label_rows else [])

@@ -63,7 +63,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 @dataclasses.dataclass
 class ParamGroup:
     """Parameters sharing one optimizer; ``lr`` and ``weight_decay`` are the backbone's defaults,
-    overridden by ``TrainParams.lr`` / ``group_lr[name]`` / ``weight_decay``."""
+    overridden by ``TrainParams.optim.lr`` / ``optim.group_lr[name]`` / ``optim.weight_decay``."""
 
     name: str
     params: list[torch.nn.Parameter]
@@ -156,7 +156,12 @@ class Backbone:
             params = self.params_class.from_dict(
                 params or {}, source=f"backbone_params ({self.name})"
             )
-        self.params = params
+        if not isinstance(params, self.params_class):
+            raise TypeError(
+                f"backbone {self.name!r}: settings must be a {self.params_class.__name__} or a "
+                f"dict of its fields, got {type(params).__name__}"
+            )
+        self.params = params.validate()  # typed per backbone, checked before anything is built
         self.hooks = ScopedHooks(None, self.name)  # lever's defaults until attach()
         self.loss_params = LeverParams().validate().loss_params("sum")
 

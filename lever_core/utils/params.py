@@ -61,6 +61,11 @@ class Params:
             kwargs[key] = value
         return cls(**kwargs)
 
+    def validate(self) -> Self:
+        """Check the values (the types are the annotations'); subclasses with rules override it
+        and raise :class:`ParamsError` naming the field and what was expected."""
+        return self
+
     @classmethod
     def skeleton(cls) -> str:
         """A full JSON config with every default filled in, ready to edit."""
