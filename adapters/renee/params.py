@@ -54,8 +54,9 @@ class EncoderParams(Params):
 
 @dataclasses.dataclass
 class ReneeParams(Params):
-    """Renée-specific settings (``TrainParams.backbone_params``); epochs, batch size, warm-up,
-    soft labels, λ, label rows and seed are the shared loop's ``TrainParams``."""
+    """Renée-specific settings (``TrainParams.backbone_params``); epochs, batch size and warm-up
+    are the shared loop's ``TrainParams.optim``, soft labels, λ and label rows its ``.lever``, the
+    seed its ``.run``."""
 
     encoder: EncoderParams = dataclasses.field(default_factory=EncoderParams)
     lr_clf: float = 1.0  # SGD + momentum on the classifier, for the SUMMED loss (Renée's scale)
