@@ -32,7 +32,6 @@ import platform
 import pstats
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PARTS = ("targets", "inputs", "forward_backward", "optimizer")
@@ -49,6 +48,7 @@ class Variant:
         from lever.train.backbone import BuildContext
         from lever.train.distributed import DistEnv
         from lever.train.loop import build_optimizers
+        from lever.train.params import LeverParams, OptimParams, RunParams, TrainParams
         from lever.train.rows import BatchBuilder, TrainRows
         from lever_adapters.renee.train import ReneeBackbone
 
@@ -59,14 +59,15 @@ class Variant:
         encoder = {"kind": "cached+tfidf", "embeddings": args.embeddings} if args.embeddings else {"kind": "tfidf"}
         self.backbone = ReneeBackbone({"encoder": encoder})
         torch.manual_seed(args.seed)
-        ctx = BuildContext(dataset, self.rows, SimpleNamespace(seed=args.seed, max_grad_norm=0.0),
+        ctx = BuildContext(dataset, self.rows, TrainParams(run=RunParams(seed=args.seed)),
                            torch.device("cpu"), DistEnv(), cache_dir, plugin_manager)
         self.module = self.backbone.build(ctx).train()
         self.optimizers = build_optimizers(
-            self.backbone.param_groups(self.module), SimpleNamespace(group_lr={}, lr=None, weight_decay=None)
+            self.backbone.param_groups(self.module), OptimParams()
         )
         t0 = time.perf_counter()
-        self.builder = BatchBuilder(self.rows, self.backbone.batch_inputs, args.lam, "mix", plugin_manager)
+        loss_params = LeverParams(lam=args.lam).validate().loss_params("sum")
+        self.builder = BatchBuilder(self.rows, self.backbone.batch_inputs, loss_params, plugin_manager)
         self.setup_s = time.perf_counter() - t0
         self.seconds = dict.fromkeys(PARTS, 0.0)
         self.target_nnz = 0

@@ -47,7 +47,7 @@ def _key_value(text: str):
 
 def student_params(args, variant: str):
     from lever.train.auto import AutoParams
-    from lever.train.params import TrainParams
+    from lever.train.params import LeverParams, RunParams, TrainParams
 
     lever = variant.startswith("renee_lever")
     return TrainParams(
@@ -55,12 +55,13 @@ def student_params(args, variant: str):
         backbone="renee",
         out=str(Path(args.out) / variant),
         backbone_params={"encoder": {"embeddings": args.features}},
-        soft_labels=args.soft if lever else None,
-        label_rows=variant != "renee",
-        lam="auto" if variant == "renee_lever_auto" else 0.5,
-        auto=AutoParams.from_dict(dict(args.auto or []), source="--auto"),
-        seed=args.seed,
-        cache_dir=str(Path(args.out) / "cache"),
+        lever=LeverParams(
+            soft_labels=args.soft if lever else None,
+            label_rows=variant != "renee",
+            lam="auto" if variant == "renee_lever_auto" else 0.5,
+            auto=AutoParams.from_dict(dict(args.auto or []), source="--auto"),
+        ),
+        run=RunParams(seed=args.seed, cache_dir=str(Path(args.out) / "cache")),
     )
 
 

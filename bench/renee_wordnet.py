@@ -34,7 +34,7 @@ VARIANTS = ("omikuji", "renee", "renee_label_rows", "renee_lever")
 
 
 def renee_params(args, variant: str):
-    from lever.train.params import TrainParams
+    from lever.train.params import LeverParams, OptimParams, RunParams, TrainParams
 
     kind = args.encoder or ("cached+tfidf" if args.embeddings else "tfidf")
     encoder = {
@@ -50,14 +50,11 @@ def renee_params(args, variant: str):
         backbone="renee",
         out=str(Path(args.out) / variant),
         backbone_params={"encoder": encoder, "lr_clf": args.lr_clf, "lr_enc": args.lr_enc},
-        soft_labels=args.soft if variant == "renee_lever" else None,
-        label_rows=variant != "renee",
-        epochs=args.epochs,
-        batch_size=args.batch,
-        warmup_steps=args.warmup,
-        eval_every=args.epochs,
-        seed=args.seed,
-        cache_dir=str(Path(args.out) / "cache"),
+        lever=LeverParams(
+            soft_labels=args.soft if variant == "renee_lever" else None, label_rows=variant != "renee"
+        ),
+        optim=OptimParams(epochs=args.epochs, batch_size=args.batch, warmup_steps=args.warmup),
+        run=RunParams(eval_every=args.epochs, seed=args.seed, cache_dir=str(Path(args.out) / "cache")),
     )
 
 

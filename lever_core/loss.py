@@ -40,8 +40,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lever.utils.params import Params, ParamsError
-
 MODES = ("mix", "augment")
 REDUCTIONS = ("sum", "mean")
 
@@ -187,21 +185,33 @@ def _binary(csr: sp.csr_matrix) -> sp.csr_matrix:
     return out
 
 
-def _check_mode_lam(mode: str, lam: float) -> None:
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float, np.floating, np.integer)) and not isinstance(x, bool)
+
+
+def lever_settings_error(lam: Any, kappa: Any, mode: Any) -> tuple[str, str] | None:
+    """The rules of the LEVER settings, stated once: ``(field, what was expected)`` for the first
+    of λ, κ and the mode that breaks them, or ``None``. :class:`lever.train.params.LeverParams`
+    raises it naming the field (``TrainParams.lever.lam``); functions called directly with
+    settings (:func:`soft_targets`, :func:`label_lambda`) raise it too, once per call."""
     if mode not in MODES:
-        raise ValueError(f"LEVER target mode {mode!r}: expected one of {MODES}")
-    if not 0.0 <= float(lam) <= 1.0:
-        raise ValueError(f"LEVER λ (lam) = {lam!r}: expected a number in [0, 1]")
+        return "mode", f"one of {MODES}"
+    if not (_is_number(lam) and 0.0 <= float(lam) <= 1.0):  # also rejects NaN
+        return "lam", "a number in [0, 1]"
+    if kappa is not None:
+        if not (_is_number(kappa) and float(kappa) >= 0.0):
+            return "kappa", "None or a number >= 0"
+        if mode != "mix":
+            return "kappa", "None with mode 'augment' (per-label λ weighs y against p̂ in mode 'mix' only)"
+    return None
 
 
-def _check_kappa(kappa: float | None, mode: str) -> None:
-    if kappa is None:
-        return
-    is_number = isinstance(kappa, (int, float, np.floating, np.integer)) and not isinstance(kappa, bool)
-    if not (is_number and float(kappa) >= 0.0):  # also rejects NaN
-        raise ValueError(f"LEVER κ (kappa) = {kappa!r}: expected None or a number >= 0")
-    if mode != "mix":
-        raise ValueError(f"LEVER κ (kappa) = {kappa!r} with mode {mode!r}: per-label λ needs mode 'mix'")
+def _check_settings(lam: Any, kappa: Any, mode: Any) -> None:
+    error = lever_settings_error(lam, kappa, mode)
+    if error is not None:
+        name, expected = error
+        value = {"lam": lam, "kappa": kappa, "mode": mode}[name]
+        raise ValueError(f"LEVER {name} = {value!r}: expected {expected}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,7 +238,7 @@ def label_lambda(label_counts: np.ndarray, kappa: float) -> np.ndarray:
     ``κ`` (the number of positives at which both count equally). ``κ = 0`` is plain BCE for every
     label (``0/0 := 1``, so unseen labels get λ = 1 too); ``κ → ∞`` trains on the teacher alone.
     """
-    _check_kappa(kappa, "mix")
+    _check_settings(0.0, kappa, "mix")
     n = np.asarray(label_counts, dtype=np.float64)
     if n.ndim != 1 or (n.size and n.min() < 0):
         raise ValueError(f"label counts: expected a 1-d array of counts >= 0, got shape {n.shape}")
@@ -273,7 +283,24 @@ def soft_targets(
     the constant ``lam`` with one λ per label column, ``t = λ_l·y + (1−λ_l)·p̂``; it is an error in
     ``augment`` mode, which uses no λ. Entries that come out 0 are dropped.
     """
-    _check_mode_lam(mode, lam)
+    _check_settings(lam, None, mode)
+    return _batch_targets(row_ids, y_rows, soft_rows, lam, mode, label_lam)
+
+
+def batch_targets(
+    row_ids: Sequence[int] | np.ndarray | torch.Tensor,
+    y_rows: sp.spmatrix,
+    soft_rows: sp.spmatrix | None,
+    params: LeverLossParams,
+    label_lam: np.ndarray | None = None,
+) -> SparseTargets:
+    """:func:`soft_targets` for settings validated once per run (``params`` comes from
+    ``LeverParams.loss_params``): the default ``lever_targets`` hook, per batch, checks the
+    batch's data but not λ and the mode again."""
+    return _batch_targets(row_ids, y_rows, soft_rows, params.lam, params.mode, label_lam)
+
+
+def _batch_targets(row_ids, y_rows, soft_rows, lam, mode, label_lam) -> SparseTargets:
     ids = np.asarray(row_ids.cpu() if isinstance(row_ids, torch.Tensor) else row_ids).reshape(-1)
     table = TargetTable.build(y_rows, soft_rows, lam, mode, label_lam, row_names=ids)
     return table.batch(np.arange(ids.size))
@@ -361,9 +388,9 @@ class TargetTable:
         row_names: np.ndarray | None = None,
     ) -> TargetTable:
         """Targets of every row of ``y`` (rows × L) and ``soft`` (same shape or ``None``); the
-        rules are those of :func:`soft_targets`. ``row_names`` name the rows in errors (default
-        ``0 .. rows−1``)."""
-        _check_mode_lam(mode, lam)
+        rules are those of :func:`soft_targets`, whose settings (``lam``, ``mode``) are checked
+        by the caller (``LeverParams.validate`` or :func:`soft_targets`). ``row_names`` name the
+        rows in errors (default ``0 .. rows−1``)."""
         if row_names is None:
             row_names = np.arange(y.shape[0] if sp.issparse(y) else 0)
         y, p = _checked_inputs(y, soft, np.asarray(row_names).reshape(-1))
@@ -642,30 +669,37 @@ class LeverFusedBCE(nn.Module):
         return loss
 
 
-@dataclasses.dataclass
-class LeverLossParams(Params):
-    """How the LEVER targets and loss are formed.
+@dataclasses.dataclass(frozen=True)
+class LeverLossParams:
+    """The LEVER settings as the target and loss hooks see them: a validated
+    :class:`lever.train.params.LeverParams` (the one definition of λ, κ and the mode, λ a number
+    here) and the ``reduction`` of the per-entry BCE (``sum`` in ``lever train``, whose loop scales
+    by 1/rows of the global batch; the user's in ``lever.wrap``). Made by
+    ``LeverParams.loss_params``, not configured on its own.
 
     ``lam``: weight λ of the ground truth in ``t = λ·y + (1−λ)·p̂`` (the paper uses 0.5);
     ``kappa``: ``None`` for the constant ``lam``, or κ >= 0 for one λ per label,
     ``λ_l = n_l / (n_l + κ)`` (:func:`label_lambda`; ``lam`` is then unused; mode ``mix`` only);
-    ``mode``: ``mix`` (Eq. 6) or ``augment`` (positives at 1 ∪ teacher entries at their score);
-    ``reduction``: ``sum`` or ``mean`` of the per-entry BCE.
+    ``mode``: ``mix`` (Eq. 6) or ``augment`` (positives at 1 ∪ teacher entries at their score).
     """
 
-    lam: float = 0.5
-    mode: str = "mix"
+    lever: Any  # lever.train.params.LeverParams, validated
     reduction: str = "mean"
-    kappa: float | None = None
 
-    def validate(self) -> LeverLossParams:
-        try:
-            _check_mode_lam(self.mode, self.lam)
-            _check_kappa(self.kappa, self.mode)
-            _check_reduction(self.reduction)
-        except ValueError as e:
-            raise ParamsError(f"LeverLossParams: {e}") from None
-        return self
+    def __post_init__(self) -> None:
+        _check_reduction(self.reduction)
+
+    @property
+    def lam(self) -> float:
+        return self.lever.lam
+
+    @property
+    def kappa(self) -> float | None:
+        return self.lever.kappa
+
+    @property
+    def mode(self) -> str:
+        return self.lever.mode
 
 
 def as_csr_rows(matrix: Any, row_ids: np.ndarray) -> sp.csr_matrix | None:

@@ -30,6 +30,7 @@ from torch import nn
 
 from lever.hooks.manager import get_plugin_manager, scoped_hooks, select_adapter
 from lever.loss import LeverLossParams, SparseTargets, label_counts, label_lambda
+from lever.train.params import LeverParams
 
 CLASSIFIER = "classifier"
 
@@ -131,15 +132,16 @@ def wrap(
     """Wrap ``classifier`` so it trains with the LEVER loss.
 
     ``soft_labels``: a ``lever.SoftLabels`` (rows indexed by dataset row id), a scipy matrix of
-    the same layout, or ``None`` (plain BCE). ``lam``/``mode``/``reduction``: see
-    :class:`lever.loss.LeverLossParams`. ``kappa``: one λ per label, ``λ_l = n_l / (n_l + κ)``
+    the same layout, or ``None`` (plain BCE). ``lam``/``mode``/``kappa``: see
+    :class:`lever.train.params.LeverParams` (validated there, as for ``lever train``);
+    ``reduction``: ``sum`` or ``mean`` of the per-entry BCE. ``kappa``: one λ per label, ``λ_l = n_l / (n_l + κ)``
     (``lam`` is then unused), where ``label_counts`` gives ``n_l``: the training ground truth of
     the documents (scipy matrix, documents × L; label-as-datapoint rows left out) or the counts
     themselves (length L). ``plugin_manager`` defaults to
     :func:`lever.hooks.get_plugin_manager` (built-ins plus installed adapters). Raises
     :class:`lever.hooks.NoAdapterError` naming the installed adapters if none accepts the classifier.
     """
-    params = LeverLossParams(lam=lam, mode=mode, reduction=reduction, kappa=kappa).validate()
+    params = LeverParams(lam=lam, kappa=kappa, mode=mode).validate("lever.wrap").loss_params(reduction)
     label_lam = _label_lam(kappa, label_counts)
     if soft_labels is not None and not (hasattr(soft_labels, "rows") or sp.issparse(soft_labels)):
         raise TypeError(

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from lever.data import XCDataset
 from lever.train.backbone import AmpContext, BuildContext
 from lever.train.distributed import init_distributed, shutdown_distributed, sum_gradients
+from lever.train.params import LeverParams
 from lever.train.rows import BatchBuilder, GlobalBatchSampler, TrainRows
 from lever_adapters.renee.train import ReneeBackbone, full_state_dict
 
@@ -55,7 +56,7 @@ def main(data_dir: str, out: str, steps: int) -> None:
     sampler = GlobalBatchSampler(
         rows.num_rows, GLOBAL_BATCH // env.world_size, env.world_size, env.rank, seed=3
     )
-    build = BatchBuilder(rows, backbone.batch_inputs, lam=0.5, mode="mix")
+    build = BatchBuilder(rows, backbone.batch_inputs, LeverParams(lam=0.5).validate().loss_params("sum"))
     amp = AmpContext(torch.device("cpu"), enabled=False)
     losses = []
     module.train()

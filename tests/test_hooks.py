@@ -20,7 +20,6 @@ from lever.hooks import (
     scoped_hooks,
 )
 from lever.loss import (
-    LeverLossParams,
     SparseTargets,
     levels_bce,
     lever_bce,
@@ -28,6 +27,7 @@ from lever.loss import (
     project_targets,
     soft_targets,
 )
+from lever.train.params import LeverParams
 from lever_adapters.generic.backbone import GenericBackbone, levels_from_output
 
 
@@ -115,7 +115,7 @@ class _ZeroLossFor:
 
 def _one_loss(hooks) -> float:
     t = soft_targets([0], sp.csr_matrix(np.ones((1, 3), dtype=np.float32)))
-    return float(hooks.lever_loss(levels=[Level(torch.ones(1, 3))], targets=[t], params=LeverLossParams()))
+    return float(hooks.lever_loss(levels=[Level(torch.ones(1, 3))], targets=[t], params=LeverParams().validate().loss_params("mean")))
 
 
 def test_a_backbone_plugin_changes_its_own_backbone_only():
@@ -157,7 +157,7 @@ def test_default_teacher_rows_and_targets():
     assert hooks.lever_teacher_rows(row_ids=np.array([0]), soft_labels=None) is None
     y = sp.csr_matrix(np.array([[1, 0, 0], [0, 0, 1]], dtype=np.float32))
     t = hooks.lever_targets(
-        row_ids=np.array([2, 1]), y_rows=y, soft_rows=rows, params=LeverLossParams(lam=0.5), label_lam=None
+        row_ids=np.array([2, 1]), y_rows=y, soft_rows=rows, params=LeverParams(lam=0.5).validate().loss_params("sum"), label_lam=None
     )
     torch.testing.assert_close(t.to_dense(), torch.tensor([[0.6, 0, 0], [0, 0.2, 0.8]]))
 

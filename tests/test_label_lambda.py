@@ -18,13 +18,13 @@ from lever.hooks import get_plugin_manager, hookimpl
 from lever.loss import (
     LeverBCELoss,
     LeverFusedBCE,
-    LeverLossParams,
     LeverShortlistBCELoss,
     SparseTargets,
     label_counts,
     label_lambda,
     soft_targets,
 )
+from lever.train.params import LeverParams
 from lever.train.rows import BatchBuilder, TrainRows
 from lever.utils.params import ParamsError
 
@@ -94,12 +94,17 @@ def test_label_counts_count_positive_documents():
         label_counts(np.eye(3))
 
 
+def _lp(lam, mode, kappa=None):
+    """The loss settings of a validated LeverParams, as lever train hands them to the hooks."""
+    return LeverParams(lam=lam, mode=mode, kappa=kappa).validate().loss_params("sum")
+
+
 def test_params_validate_kappa():
-    assert LeverLossParams(kappa=2.0).validate().kappa == 2.0
-    with pytest.raises(ParamsError, match="kappa"):
-        LeverLossParams(kappa=-1.0).validate()
+    assert LeverParams(kappa=2.0).validate().loss_params("sum").kappa == 2.0
+    with pytest.raises(ParamsError, match=r"TrainParams\.lever\.kappa=-1\.0: expected None or a number >= 0"):
+        LeverParams(kappa=-1.0).validate()
     with pytest.raises(ParamsError, match="mode 'mix'"):
-        LeverLossParams(kappa=1.0, mode="augment").validate()
+        LeverParams(kappa=1.0, mode="augment").validate()
 
 
 # -- the targets -------------------------------------------------------------------------------
@@ -198,7 +203,7 @@ def test_renee_step_is_the_per_label_two_term_loss(tmp_path):
     module = bb.build(BuildContext(ds, rows, None, torch.device("cpu"), DistEnv(), tmp_path))
     kappa = 3.0
     ids = np.array([0, 5, 61, 70, 3, 2, 9])
-    batch = BatchBuilder(rows, bb.batch_inputs, lam=0.5, mode="mix", kappa=kappa)(ids, len(ids))
+    batch = BatchBuilder(rows, bb.batch_inputs, _lp(0.5, "mix", kappa))(ids, len(ids))
     bb.forward_backward(module, batch, AmpContext(torch.device("cpu"), enabled=False))
     got = {n: q.grad.clone() for n, q in module.named_parameters()}
     module.zero_grad(set_to_none=True)
@@ -239,12 +244,12 @@ class _Passthrough:
 
 def test_builder_counts_documents_only():
     rows = _rows()
-    lam_l = BatchBuilder(rows, lambda ids: None, 0.5, "mix", kappa=2.0).label_lam
+    lam_l = BatchBuilder(rows, lambda ids: None, _lp(0.5, "mix", 2.0)).label_lam
     docs_only = _reference_lambda(np.asarray(rows.Y[: rows.num_docs].sum(0)).ravel(), 2.0)
     with_label_rows = _reference_lambda(np.asarray(rows.Y.sum(0)).ravel(), 2.0)
     np.testing.assert_allclose(lam_l, docs_only, rtol=1e-6)
     assert not np.allclose(lam_l, with_label_rows)
-    assert BatchBuilder(rows, lambda ids: None, 0.5, "mix").label_lam is None
+    assert BatchBuilder(rows, lambda ids: None, _lp(0.5, "mix")).label_lam is None
 
 
 @pytest.mark.parametrize(
@@ -252,10 +257,10 @@ def test_builder_counts_documents_only():
 )
 def test_once_per_run_targets_equal_the_per_batch_hooks_bit_for_bit(kappa, mode, with_soft):
     rows = _rows(with_soft)
-    fast = BatchBuilder(rows, lambda ids: None, 0.3, mode, get_plugin_manager(False), kappa=kappa)
+    fast = BatchBuilder(rows, lambda ids: None, _lp(0.3, mode, kappa), get_plugin_manager(False))
     pm = get_plugin_manager(False)
     pm.register(_Passthrough(), name="passthrough")
-    slow = BatchBuilder(rows, lambda ids: None, 0.3, mode, pm, kappa=kappa)
+    slow = BatchBuilder(rows, lambda ids: None, _lp(0.3, mode, kappa), pm)
     assert fast.table is not None and slow.table is None
     for ids in (np.array([3, 60, 0, 51, 17, 17]), np.arange(rows.num_rows), np.array([], dtype=np.int64)):
         a, b = fast.targets(ids), slow.targets(ids)
@@ -268,7 +273,7 @@ def test_builder_per_label_targets_follow_the_formula():
     rows = _rows()
     kappa = 2.0
     ids = np.array([1, 4, 55, 9])
-    t = BatchBuilder(rows, lambda ids: None, 0.5, "mix", kappa=kappa).targets(ids)
+    t = BatchBuilder(rows, lambda ids: None, _lp(0.5, "mix", kappa)).targets(ids)
     lam_l = _reference_lambda(np.asarray(rows.Y[: rows.num_docs].sum(0)).ravel(), kappa)
     expect = lam_l * rows.Y[ids].toarray() + (1 - lam_l) * rows.soft[ids].toarray()
     np.testing.assert_allclose(t.to_dense().numpy(), expect, rtol=1e-6, atol=1e-7)
@@ -300,7 +305,7 @@ def test_a_plugins_lever_targets_still_wins(plugin):
     rows = _rows()
     pm = get_plugin_manager(False)
     pm.register(plugin(), name="mine")
-    builder = BatchBuilder(rows, lambda ids: None, 0.5, "mix", pm, kappa=3.0)
+    builder = BatchBuilder(rows, lambda ids: None, _lp(0.5, "mix", 3.0), pm)
     t = builder.targets(np.array([2, 8, 51]))
     expect_col, expect_val = (0, 0.25) if plugin is _FixedTargets else (1, 0.5)
     assert t.cols.tolist() == [expect_col] * 3 and t.vals.tolist() == [expect_val] * 3
@@ -313,7 +318,7 @@ def test_default_hook_takes_label_lam():
     lam_l = label_lambda(counts, 5.0)
     pm = get_plugin_manager(False)
     t = pm.hook.lever_targets(row_ids=np.arange(B), y_rows=sp.csr_matrix(y), soft_rows=sp.csr_matrix(p),
-                              params=LeverLossParams(kappa=5.0), label_lam=lam_l, backbone=None)
+                              params=_lp(0.5, "mix", 5.0), label_lam=lam_l, backbone=None)
     np.testing.assert_allclose(t.to_dense().numpy(), lam_l * y + (1 - lam_l) * p, rtol=1e-6, atol=1e-7)
 
 
@@ -371,11 +376,11 @@ def test_lever_train_kappa_end_to_end(tiny_xc_dir, tiny_bert_dir, tmp_path):
 
     w_kappa = run(tmp_path / "kappa", "--kappa", "2")
     config = json.loads((tmp_path / "kappa" / "config.json").read_text())
-    assert config["kappa"] == 2.0
+    assert config["lever"]["kappa"] == 2.0
     metrics = json.loads((tmp_path / "kappa" / "metrics.json").read_text())
     assert metrics["P@1"] > 0
     w_lam = run(tmp_path / "lam", "--lam", "0.5")
-    assert json.loads((tmp_path / "lam" / "config.json").read_text())["kappa"] is None
+    assert json.loads((tmp_path / "lam" / "config.json").read_text())["lever"]["kappa"] is None
     assert any(not torch.equal(w_kappa[k], w_lam[k]) for k in w_kappa)  # κ reached the loss
 
 

@@ -20,6 +20,7 @@ from lever.train.auto import (
     validation_rows,
     write_validation_dataset,
 )
+from lever.train.params import LeverParams, OptimParams, RunParams
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +45,10 @@ def _auto_params(data, out, teacher, soft, **auto) -> TrainParams:
     grid = {"epochs": 1, "lams": [0.5], "kappas": [2.0], "tau_d": [3], "calibrations": [],
             "val_fraction": 0.2, **auto}
     return TrainParams(
-        data=str(data), backbone="generic", out=str(out), soft_labels=str(soft), lam="auto",
-        epochs=2, batch_size=32, seed=1, eval_every=2,
-        backbone_params={"embeddings": str(teacher)}, auto=AutoParams(**grid),
+        data=str(data), backbone="generic", out=str(out),
+        backbone_params={"embeddings": str(teacher)},
+        lever=LeverParams(soft_labels=str(soft), lam="auto", auto=AutoParams(**grid)),
+        optim=OptimParams(epochs=2, batch_size=32), run=RunParams(seed=1, eval_every=2),
     )
 
 
@@ -108,13 +110,13 @@ def test_lam_auto_end_to_end_and_resume(tiny_xc_dir, teacher_and_soft, tmp_path)
         cfg = json.loads((run / "auto" / "cells" / name / "config.json").read_text())
         assert cfg["data"] == str(run / "auto" / "data")
         assert cfg["backbone_params"]["embeddings"] != str(teacher)  # the sliced copy
-        if cfg["soft_labels"]:
+        if cfg["lever"]["soft_labels"]:
             from lever.soft_labels import SoftLabels
 
-            assert SoftLabels.load(cfg["soft_labels"]).num_docs == sub.num_train
+            assert SoftLabels.load(cfg["lever"]["soft_labels"]).num_docs == sub.num_train
 
     # The final run has the chosen, concrete settings.
-    final = json.loads((run / "config.json").read_text())
+    final = json.loads((run / "config.json").read_text())["lever"]
     assert final["lam"] != "auto" and final["kappa"] == choice["kappa"]
     assert (final["soft_labels"] is None) == (not choice["uses_teacher"])
     assert result.finished and result.metrics is not None
@@ -132,7 +134,8 @@ def test_lam_auto_end_to_end_and_resume(tiny_xc_dir, teacher_and_soft, tmp_path)
 def test_lam_auto_needs_a_teacher(tiny_xc_dir, tmp_path):
     from lever.utils.params import ParamsError
 
-    params = TrainParams(data=str(tiny_xc_dir), backbone="generic", out=str(tmp_path / "r"), lam="auto")
+    params = TrainParams(data=str(tiny_xc_dir), backbone="generic", out=str(tmp_path / "r"),
+                         lever=LeverParams(lam="auto"))
     with pytest.raises(ParamsError, match="needs the teacher"):
         train(params, progress=False)
 

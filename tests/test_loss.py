@@ -11,12 +11,11 @@ import torch.nn.functional as F
 from lever.loss import (
     LeverBCELoss,
     LeverFusedBCE,
-    LeverLossParams,
     LeverShortlistBCELoss,
     SparseTargets,
     soft_targets,
 )
-from lever.utils.params import ParamsError
+from lever.train.params import LeverParams
 
 B, L = 7, 53
 
@@ -154,8 +153,8 @@ def test_soft_targets_reject_bad_input_clearly():
         soft_targets([0, 1], y, lam=1.5)
     with pytest.raises(TypeError, match="scipy sparse"):
         soft_targets([0, 1], np.eye(2, 4))
-    with pytest.raises(ParamsError, match="reduction"):
-        LeverLossParams(reduction="avg").validate()
+    with pytest.raises(ValueError, match="reduction"):
+        LeverParams().validate().loss_params("avg")
 
 
 def _duplicated() -> tuple[SparseTargets, SparseTargets]:

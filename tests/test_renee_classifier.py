@@ -9,6 +9,7 @@ import scipy.sparse as sp
 import torch
 
 from lever.loss import SparseTargets, soft_targets
+from lever.train.params import LeverParams
 from lever_adapters.renee.model import fused_ova_bce, ova_bce_grads
 
 
@@ -132,7 +133,7 @@ def test_backbone_step_equals_autograd_through_the_encoder(tmp_path):
         }
     )
     module = bb.build(BuildContext(ds, rows, None, torch.device("cpu"), DistEnv(), tmp_path))
-    batch = BatchBuilder(rows, bb.batch_inputs, lam=0.5, mode="mix")(
+    batch = BatchBuilder(rows, bb.batch_inputs, LeverParams(lam=0.5).validate().loss_params("sum"))(
         np.array([0, 5, 61, 70, 3, 2, 9]), 7
     )
     bb.forward_backward(module, batch, AmpContext(torch.device("cpu"), enabled=False))

@@ -89,7 +89,7 @@ def test_blockwise_topk_with_filter_equals_brute_force(syn_dir):
 def test_lever_train_renee_with_soft_labels_then_predict(syn_dir, tmp_path):
     from lever.soft_labels import SoftLabels
     from lever.train.loop import load_trained, train
-    from lever.train.params import TrainParams
+    from lever.train.params import LeverParams, OptimParams, TrainParams
     from lever.train.predict import predict_topk
 
     ds = XCDataset.load(syn_dir)
@@ -101,10 +101,8 @@ def test_lever_train_renee_with_soft_labels_then_predict(syn_dir, tmp_path):
         data=str(syn_dir),
         backbone="renee",
         out=str(tmp_path / "run"),
-        epochs=3,
-        batch_size=32,
-        soft_labels=str(soft_path),
-        warmup_steps=2,
+        optim=OptimParams(epochs=3, batch_size=32, warmup_steps=2),
+        lever=LeverParams(soft_labels=str(soft_path)),
         backbone_params={
             "encoder": {"kind": "tfidf", "tfidf_min_df": 1, "dropout": 0.3},
             "loss_every": 1,
@@ -113,7 +111,7 @@ def test_lever_train_renee_with_soft_labels_then_predict(syn_dir, tmp_path):
     result = train(params, progress=False)
     assert result.finished
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert cfg["label_rows"] is True  # soft labels turn label rows on
+    assert cfg["lever"]["label_rows"] is True  # soft labels turn label rows on
     assert cfg["backbone_params"]["lr_clf"] == ReneeParams().lr_clf  # every setting saved
     log = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"]  # it learns (loss_every=1: every step's loss)
@@ -143,7 +141,7 @@ def test_transformer_encoder_is_fine_tuned_through_the_hand_written_backward(
     from safetensors.torch import load_file
 
     from lever.train.loop import train
-    from lever.train.params import TrainParams
+    from lever.train.params import OptimParams, RunParams, TrainParams
     from lever_adapters.renee.train import ReneeBackbone
 
     bb = ReneeBackbone(
@@ -158,9 +156,8 @@ def test_transformer_encoder_is_fine_tuned_through_the_hand_written_backward(
         data=str(syn_dir),
         backbone="renee",
         out=str(tmp_path / "run"),
-        epochs=1,
-        batch_size=32,
-        seed=1,
+        optim=OptimParams(epochs=1, batch_size=32),
+        run=RunParams(seed=1),
         backbone_params={
             "encoder": {
                 "kind": "transformer",

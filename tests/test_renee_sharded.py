@@ -174,12 +174,13 @@ def test_lever_train_label_shards_under_torchrun_equals_one_process(tmp_path, ca
 def test_label_shards_refuse_gradient_clipping(tmp_path):
     from lever.train import TrainParams
     from lever.train.distributed import DistEnv
+    from lever.train.params import OptimParams
 
     data = tmp_path / "data"
     write_dataset(data, **synthetic_dataset(30, 10, 20, seed=0))
     ds = XCDataset.load(data)
     backbone = ReneeBackbone({"encoder": {"kind": "tfidf"}, "label_shards": True})
-    params = TrainParams(data=str(data), out=str(tmp_path / "run"), max_grad_norm=1.0)
+    params = TrainParams(data=str(data), out=str(tmp_path / "run"), optim=OptimParams(max_grad_norm=1.0))
     ctx = BuildContext(ds, None, params, torch.device("cpu"), DistEnv(0, 2), tmp_path)
     with pytest.raises(ValueError, match="max_grad_norm"):
         backbone.build(ctx)

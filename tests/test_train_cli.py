@@ -58,13 +58,14 @@ def test_print_params_is_a_loadable_skeleton(tmp_path, capsys):
 
     assert main(["train", "--backbone", "generic", "--print-params"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["backbone_params"]["init"] == "label_text" and printed["batch_size"] == 256
-    (tmp_path / "p.json").write_text(json.dumps({**printed, "epochs": 7}))
+    assert printed["backbone_params"]["init"] == "label_text" and printed["optim"]["batch_size"] == 256
+    printed["optim"]["epochs"] = 7
+    (tmp_path / "p.json").write_text(json.dumps(printed))
     assert (
-        main(["train", "--params", str(tmp_path / "p.json"), "--lr", "0.1", "--print-params"]) == 0
+        main(["train", "--config", str(tmp_path / "p.json"), "--lr", "0.1", "--print-config"]) == 0
     )
     again = TrainParams.from_dict(json.loads(capsys.readouterr().out))
-    assert again.epochs == 7 and again.lr == 0.1  # file, then flags
+    assert again.optim.epochs == 7 and again.optim.lr == 0.1  # file, then flags
 
 
 def test_bad_backbone_and_params_are_clear_errors(tmp_path, capsys):
@@ -206,14 +207,27 @@ def test_every_train_param_has_a_flag_generated_from_its_field():
     from lever.cli import build_parser
     from lever.train.cli import SPECIAL_FIELDS
     from lever.train.params import TrainParams
+    from lever.utils.params import Params
 
     parser = build_parser()
     args = parser.parse_args(
         ["train", "--lam", "auto", "--no-amp", "--mode", "augment", "--kappa", "2", "--epochs", "3"]
     )
-    for f in dataclasses.fields(TrainParams):
-        assert f.name in SPECIAL_FIELDS or hasattr(args, f.name), f.name
-    assert (args.lam, args.amp, args.mode, args.kappa, args.epochs) == ("auto", False, "augment", 2.0, 3)
-    assert args.batch_size is None and args.label_rows is None  # unset flags leave --params alone
+
+    def paths(cls, prefix=""):
+        for f in dataclasses.fields(cls):
+            part = getattr(cls(), f.name)
+            if isinstance(part, Params) and prefix + f.name not in SPECIAL_FIELDS:
+                yield from paths(type(part), prefix + f.name + ".")
+            else:
+                yield prefix + f.name
+
+    every = list(paths(TrainParams))
+    assert "lever.lam" in every and "optim.epochs" in every and "run.seed" in every
+    for path in every:
+        assert path in SPECIAL_FIELDS or hasattr(args, path), path
+    got = [getattr(args, k) for k in ("lever.lam", "optim.amp", "lever.mode", "lever.kappa", "optim.epochs")]
+    assert got == ["auto", False, "augment", 2.0, 3]
+    assert getattr(args, "optim.batch_size") is None and getattr(args, "lever.label_rows") is None
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--schedule", "bogus"])

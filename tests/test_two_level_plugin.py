@@ -184,7 +184,7 @@ def test_two_level_plugin_trains_resumes_mid_stage_and_predicts(two_level, tiny_
 def test_two_level_stage_plan_misfit_is_a_clear_error(two_level, tiny_xc_dir, tmp_path, capsys):
     assert main(["train", "--data", str(tiny_xc_dir), "--backbone", "two-level", "--out",
                  str(tmp_path / "r"), "--epochs", "1", "--no-progress"]) == 2
-    assert "stages (clusters: 2, labels: rest) do not fit TrainParams.epochs=1" in capsys.readouterr().err
+    assert "stages (clusters: 2, labels: rest) do not fit TrainParams.optim.epochs=1" in capsys.readouterr().err
 
 
 def test_lever_wrap_trains_an_existing_two_level_model(two_level):

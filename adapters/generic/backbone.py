@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from lever.loss import Level, SparseTargets
-from lever.train.backbone import Backbone, BuildContext, ParamGroup
+from lever.train.backbone import OPTIMIZERS, Backbone, BuildContext, ParamGroup
 from lever.train.embeddings import frozen_embeddings
 from lever.utils.params import Params, ParamsError
 
@@ -51,9 +51,20 @@ class GenericParams(Params):
     weight_decay: float = 0.0
     encode_batch_size: int = 256
 
-    def __post_init__(self):
-        if self.init not in ("label_text", "zeros"):
-            raise ParamsError(f"GenericParams.init={self.init!r}: expected 'label_text' or 'zeros'")
+    def validate(self) -> GenericParams:
+        checks = [
+            (self.init in ("label_text", "zeros"), "init", "'label_text' or 'zeros'"),
+            (self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}"),
+            (self.lr > 0, "lr", "a number > 0"),
+            (self.weight_decay >= 0, "weight_decay", "a number >= 0"),
+            (self.encode_batch_size >= 1, "encode_batch_size", "an integer >= 1"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                raise ParamsError(
+                    f"backbone_params.{name}={getattr(self, name)!r} (generic): expected {expected}"
+                )
+        return self
 
 
 class LinearOvA(nn.Module):

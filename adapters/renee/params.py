@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lever.utils.params import Params
+from lever.utils.params import Params, ParamsError
 
 ENCODER_KINDS = ("transformer", "cached", "tfidf", "bow", "cached+tfidf", "cached+bow")
 
@@ -40,11 +40,23 @@ class EncoderParams(Params):
     # the zero-shot teacher is exactly frozen MiniLM) instead of computing them.
     embeddings: str | None = None
 
+    def validate(self) -> EncoderParams:
+        _check(self, "backbone_params.encoder", [
+            (self.kind in ENCODER_KINDS, "kind", f"one of {ENCODER_KINDS}"),
+            (self.max_len >= 1, "max_len", "an integer >= 1"),
+            (self.bottleneck >= 0, "bottleneck", "an integer >= 0 (0: none)"),
+            (self.projection >= 0, "projection", "an integer >= 0 (0: none)"),
+            (self.bag_dim >= 1, "bag_dim", "an integer >= 1"),
+            (0.0 <= self.dropout < 1.0, "dropout", "a number in [0, 1)"),
+        ])
+        return self
+
 
 @dataclasses.dataclass
 class ReneeParams(Params):
-    """Renée-specific settings (``TrainParams.backbone_params``); epochs, batch size, warm-up,
-    soft labels, λ, label rows and seed are the shared loop's ``TrainParams``."""
+    """Renée-specific settings (``TrainParams.backbone_params``); epochs, batch size and warm-up
+    are the shared loop's ``TrainParams.optim``, soft labels, λ and label rows its ``.lever``, the
+    seed its ``.run``."""
 
     encoder: EncoderParams = dataclasses.field(default_factory=EncoderParams)
     lr_clf: float = 1.0  # SGD + momentum on the classifier, for the SUMMED loss (Renée's scale)
@@ -63,3 +75,21 @@ class ReneeParams(Params):
     label_shards: bool = False
     loss_every: int = 10  # micro-batches between loss evaluations (a dense pass); 0 = never
     predict_label_block: int = 65_536
+
+    def validate(self) -> ReneeParams:
+        self.encoder.validate()
+        _check(self, "backbone_params", [
+            (self.lr_clf > 0 and self.lr_enc > 0, "lr_clf" if self.lr_clf <= 0 else "lr_enc", "a number > 0"),
+            (0.0 <= self.momentum < 1.0, "momentum", "a number in [0, 1)"),
+            (self.wd_clf >= 0 and self.wd_enc >= 0, "wd_clf" if self.wd_clf < 0 else "wd_enc", "a number >= 0"),
+            (self.clf_micro_batch >= 0, "clf_micro_batch", "an integer >= 0 (0: whole batch)"),
+            (self.loss_every >= 0, "loss_every", "an integer >= 0 (0: never)"),
+            (self.predict_label_block >= 1, "predict_label_block", "an integer >= 1"),
+        ])
+        return self
+
+
+def _check(params: Params, where: str, checks: list[tuple[bool, str, str]]) -> None:
+    for ok, name, expected in checks:
+        if not ok:
+            raise ParamsError(f"{where}.{name}={getattr(params, name)!r} (renee): expected {expected}")

@@ -35,6 +35,7 @@ import torch.distributed as dist
 from lever.loss import Level, SparseTargets
 from lever.train.backbone import AmpContext, Backbone, BuildContext, ParamGroup
 from lever.train.embeddings import frozen_embeddings
+from lever.train.params import TrainParams
 from lever_adapters.renee.features import RowFeatures, StackedRows, TfidfFeaturizer
 from lever_adapters.renee.model import (
     BagPart,
@@ -46,7 +47,7 @@ from lever_adapters.renee.model import (
     fused_ova_bce,
     ova_bce_grads,
 )
-from lever_adapters.renee.params import ENCODER_KINDS, EncoderParams, ReneeParams
+from lever_adapters.renee.params import EncoderParams, ReneeParams
 from lever_adapters.renee.predict import renee_topk, sharded_topk
 
 
@@ -69,8 +70,7 @@ def build_features(
     rows of ``ds`` (a ``lever.data.XCDataset``)."""
     from lever.encoders import resolve_encoder_path
 
-    if ep.kind not in ENCODER_KINDS:
-        raise ValueError(f"encoder.kind={ep.kind!r}: expected one of {ENCODER_KINDS}")
+    ep.validate()  # also when called outside a ReneeBackbone
     kinds = set(ep.kind.split("+"))
     n_train = ds.num_train + (ds.num_labels if label_rows else 0)
     trn_texts = list(ds.trn_texts) + (list(ds.lbl_texts) if label_rows else [])
@@ -209,16 +209,17 @@ class ReneeBackbone(Backbone):
         env = ctx.env
         sharded = bool(p.label_shards and env is not None and env.world_size > 1)
         self.world_size, self.rank = (env.world_size, env.rank) if sharded else (1, 0)
-        if sharded and float(getattr(ctx.train_params, "max_grad_norm", 0.0) or 0.0) > 0:
+        train_params = ctx.train_params or TrainParams()  # None: a module built outside the loop
+        if sharded and train_params.optim.max_grad_norm > 0:
             raise ValueError(
-                "backbone_params.label_shards=true with TrainParams.max_grad_norm > 0: the loop clips "
+                "backbone_params.label_shards=true with TrainParams.optim.max_grad_norm > 0: the loop clips "
                 "the norm of the replicated parameters only, without the classifier shards; set "
                 "max_grad_norm to 0 or train with label_shards=false"
             )
         # Evaluation then calls predict_topk on every rank together (each scores its labels), and
         # every rank joins every step's gathers.
         self.collective_predict = self.collective_step = sharded
-        seed = int(getattr(ctx.train_params, "seed", 0))
+        seed = train_params.run.seed
         clf = OvAClassifier(
             ctx.dataset.num_labels, head.out_dim, self.world_size, self.rank, seed=seed
         )

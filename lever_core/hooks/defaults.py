@@ -14,9 +14,9 @@ from lever.loss import (
     LeverLossParams,
     SparseTargets,
     as_csr_rows,
+    batch_targets,
     levels_bce,
     project_targets,
-    soft_targets,
 )
 
 
@@ -33,7 +33,7 @@ def lever_targets(
     params: LeverLossParams,
     label_lam: np.ndarray | None,
 ) -> SparseTargets:
-    return soft_targets(row_ids, y_rows, soft_rows, params.lam, params.mode, label_lam)
+    return batch_targets(row_ids, y_rows, soft_rows, params, label_lam)
 
 
 @hookimpl(trylast=True)

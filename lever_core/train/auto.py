@@ -45,7 +45,7 @@ GUARD_METRIC = "P@5"
 
 @dataclasses.dataclass
 class AutoParams(Params):
-    """Settings of the ``--lam auto`` search (``TrainParams.auto``).
+    """Settings of the ``--lam auto`` search (``TrainParams.lever.auto``).
 
     ``teacher``: teacher folder whose embeddings rebuild the soft labels (None: the one recorded
     in the ``--soft-labels`` file); ``val_fraction`` / ``val_max_docs``: size of the validation
@@ -65,7 +65,7 @@ class AutoParams(Params):
     tau_d: list[int] = dataclasses.field(default_factory=lambda: [5, 15])
     calibrations: list[str] = dataclasses.field(default_factory=lambda: ["platt"])
 
-    def validate(self) -> AutoParams:
+    def validate(self, where: str = "TrainParams.lever.auto") -> AutoParams:
         checks = [
             (0.0 < self.val_fraction < 1.0, "val_fraction", "a fraction in (0, 1)"),
             (self.val_max_docs >= 1, "val_max_docs", ">= 1"),
@@ -78,7 +78,7 @@ class AutoParams(Params):
         ]
         for ok, name, expected in checks:
             if not ok:
-                raise ParamsError(f"TrainParams.auto.{name}={getattr(self, name)!r}: expected {expected}")
+                raise ParamsError(f"{where}.{name}={getattr(self, name)!r}: expected {expected}")
         return self
 
 
@@ -202,9 +202,10 @@ def base_soft_params(params) -> tuple[Path, dict[str, Any]]:
     from lever.soft_labels.build import SoftLabelParams
 
     base: dict[str, Any] = SoftLabelParams().to_dict()
-    teacher = params.auto.teacher
-    if params.soft_labels:
-        meta = SoftLabels.load(params.soft_labels).meta
+    lever = params.lever
+    teacher = lever.auto.teacher
+    if lever.soft_labels:
+        meta = SoftLabels.load(lever.soft_labels).meta
         base.update(meta.get("params") or {})
         teacher = teacher or (meta.get("teacher") or {}).get("path")
     if not teacher:
@@ -237,7 +238,7 @@ class AutoSearch:
         from lever.data import XCDataset
 
         self.params, self.progress = params, progress
-        self.auto = params.auto.validate()
+        self.auto = params.lever.auto
         self.root = Path(params.out) / "auto"
         self.dataset = XCDataset.load(params.data)
         self.teacher, self.base_soft = base_soft_params(params)
@@ -253,9 +254,10 @@ class AutoSearch:
             self.val_rows = np.asarray(json.loads(split_file.read_text())["val_rows"], dtype=np.int64)
         else:
             self.val_rows = validation_rows(
-                self.dataset.num_train, self.auto.val_fraction, self.auto.val_max_docs, self.params.seed
+                self.dataset.num_train, self.auto.val_fraction, self.auto.val_max_docs,
+                self.params.run.seed,
             )
-            write_json_atomic(split_file, {"seed": self.params.seed, "val_rows": self.val_rows.tolist()})
+            write_json_atomic(split_file, {"seed": self.params.run.seed, "val_rows": self.val_rows.tolist()})
         data_dir = self.root / "data"
         if not (data_dir / "lever_meta.json").exists():
             write_validation_dataset(self.dataset, self.val_rows, data_dir)
@@ -278,18 +280,21 @@ class AutoSearch:
                 self.root / "soft" / f"{key}.npz",
             ))
         backbone_params = _remap_embedding_folders(p.backbone_params, lambda f: str(self._sliced(f)))
+        epochs = self.auto.epochs or p.optim.epochs
         return dataclasses.replace(
             p,
             data=str(self.root / "data"),
             out=str(self.root / "cells" / cell.name),
             backbone_params=backbone_params,
-            soft_labels=soft_file,
-            lam=0.5 if cell.lam is None else cell.lam,
-            kappa=cell.kappa,
-            label_rows=p.label_rows if cell.uses_teacher else False,
-            epochs=self.auto.epochs or p.epochs,
-            eval_every=self.auto.epochs or p.epochs,
-            cache_dir=str(self.root / "cache"),
+            lever=dataclasses.replace(
+                p.lever,
+                soft_labels=soft_file,
+                lam=0.5 if cell.lam is None else cell.lam,
+                kappa=cell.kappa,
+                label_rows=p.lever.label_rows if cell.uses_teacher else False,
+            ),
+            optim=dataclasses.replace(p.optim, epochs=epochs),
+            run=dataclasses.replace(p.run, eval_every=epochs, cache_dir=str(self.root / "cache")),
         )
 
     def run_cell(self, cell: Cell) -> Cell:
@@ -359,18 +364,20 @@ class AutoSearch:
         """The run's parameters with the chosen settings (soft labels built on the full data)."""
         p = self.params
         if not choice["uses_teacher"]:
-            return dataclasses.replace(p, lam=0.5, kappa=None, soft_labels=None, label_rows=False)
+            lever = dataclasses.replace(p.lever, lam=0.5, kappa=None, soft_labels=None, label_rows=False)
+            return dataclasses.replace(p, lever=lever)
         soft = choice["soft"]
         given = {k: self.base_soft[k] for k in soft}
-        if p.soft_labels and given == soft:
-            soft_file = p.soft_labels
+        if p.lever.soft_labels and given == soft:
+            soft_file = p.lever.soft_labels
         else:
             soft_file = str(build_soft_file(
                 self.dataset, self.teacher, self.base_soft, soft,
                 self.root / "soft_full" / f"{soft_label_key(soft)}.npz",
             ))
         lam = 0.5 if choice["lam"] is None else choice["lam"]
-        return dataclasses.replace(p, lam=lam, kappa=choice["kappa"], soft_labels=soft_file)
+        lever = dataclasses.replace(p.lever, lam=lam, kappa=choice["kappa"], soft_labels=soft_file)
+        return dataclasses.replace(p, lever=lever)
 
 
 def _seconds_of(run_dir: Path) -> float | None:
@@ -397,7 +404,7 @@ def resolve_auto(params, progress: bool = True):
             print(f"[lam auto] chose {choice['cell']}: {what}, soft labels {choice['soft']}", file=sys.stderr)
         else:
             print("[lam auto] no LEVER setting kept P@5 within "
-                  f"{params.auto.max_p5_drop} of the plain student on validation: training WITHOUT the "
+                  f"{params.lever.auto.max_p5_drop} of the plain student on validation: training WITHOUT the "
                   "teacher (a stronger teacher, or `lever soft-labels diagnose`, may change that)",
                   file=sys.stderr)
     return search.final_params(choice), choice

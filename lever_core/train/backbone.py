@@ -54,6 +54,7 @@ import torch
 
 from lever.hooks.manager import ScopedHooks
 from lever.loss import Level, LeverLossParams, SparseTargets
+from lever.train.params import LeverParams, TrainParams
 from lever.utils.params import Params
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -62,7 +63,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 @dataclasses.dataclass
 class ParamGroup:
     """Parameters sharing one optimizer; ``lr`` and ``weight_decay`` are the backbone's defaults,
-    overridden by ``TrainParams.lr`` / ``group_lr[name]`` / ``weight_decay``."""
+    overridden by ``TrainParams.optim.lr`` / ``optim.group_lr[name]`` / ``optim.weight_decay``."""
 
     name: str
     params: list[torch.nn.Parameter]
@@ -85,7 +86,7 @@ class ParamGroup:
 class Stage:
     """A part of training with its own optimizer groups and learning-rate schedule (warm-up and
     decay over the stage's steps). ``epochs=None``: the epochs the other stages leave of
-    ``TrainParams.epochs`` (at most one such stage). E.g. ELIAS: clusters first, then labels."""
+    ``TrainParams.optim.epochs`` (at most one such stage). E.g. ELIAS: clusters first, then labels."""
 
     name: str
     param_groups: list[ParamGroup]
@@ -99,7 +100,7 @@ def stage_epochs(stages: list[Stage], total: int) -> list[int]:
     if not stages or len(free) > 1 or fixed > total or (not free and fixed != total):
         plan = ", ".join(f"{s.name}: {s.epochs if s.epochs is not None else 'rest'}" for s in stages)
         raise ValueError(
-            f"the backbone's stages ({plan or 'none'}) do not fit TrainParams.epochs={total}: "
+            f"the backbone's stages ({plan or 'none'}) do not fit TrainParams.optim.epochs={total}: "
             "the fixed epochs must sum to it, or leave at most one stage's epochs to fill it"
         )
     return [s.epochs if s.epochs is not None else total - fixed for s in stages]
@@ -111,7 +112,7 @@ class BuildContext:
 
     dataset: Any  # lever.data.XCDataset
     rows: Any  # lever.train.rows.TrainRows | None
-    train_params: Any  # lever.train.params.TrainParams
+    train_params: TrainParams | None  # None: defaults (a module built outside lever train)
     device: torch.device
     env: Any  # lever.train.distributed.DistEnv
     cache_dir: Path
@@ -155,9 +156,14 @@ class Backbone:
             params = self.params_class.from_dict(
                 params or {}, source=f"backbone_params ({self.name})"
             )
-        self.params = params
+        if not isinstance(params, self.params_class):
+            raise TypeError(
+                f"backbone {self.name!r}: settings must be a {self.params_class.__name__} or a "
+                f"dict of its fields, got {type(params).__name__}"
+            )
+        self.params = params.validate()  # typed per backbone, checked before anything is built
         self.hooks = ScopedHooks(None, self.name)  # lever's defaults until attach()
-        self.loss_params = LeverLossParams(reduction="sum")
+        self.loss_params = LeverParams().validate().loss_params("sum")
 
     def attach(self, hooks: ScopedHooks, loss_params: LeverLossParams) -> Backbone:
         """Called by ``lever train`` and ``lever.wrap`` before training: the hooks in this

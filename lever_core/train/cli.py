@@ -1,7 +1,10 @@
 """``lever train`` and ``lever predict``.
 
-Settings are resolved as: defaults < ``--params FILE`` < command-line flags; ``--print-params``
-prints the resolved configuration (a full skeleton with no other flags) and exits. Run under
+Settings are resolved as: defaults < ``--params FILE`` (``--config``; the nested JSON of
+``TrainParams``, or the old flat form) < command-line flags, one per field of ``TrainParams`` and
+its parts (``--lam`` sets ``lever.lam``, ``--epochs`` ``optim.epochs``, ``--seed`` ``run.seed``);
+``--print-params`` (``--print-config``) prints the resolved configuration (a full skeleton with no
+other flags) and exits. Run under
 ``torchrun --nproc_per_node N -m lever train ...`` for multi-process data parallelism.
 """
 
@@ -23,8 +26,9 @@ def _key_value(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
-# TrainParams fields with flags of their own shape (KEY=VALUE, repeatable), not generated.
-SPECIAL_FIELDS = ("backbone_params", "group_lr", "auto")
+# TrainParams fields (dotted paths) with flags of their own shape (KEY=VALUE, repeatable), not
+# generated: --bp, --group-lr, --auto.
+SPECIAL_FIELDS = ("backbone_params", "optim.group_lr", "lever.auto")
 
 
 def register(subparsers) -> None:
@@ -61,9 +65,13 @@ def register(subparsers) -> None:
         metavar="KEY=VALUE",
         help="a backbone setting (value parsed as JSON when it is JSON; repeatable)",
     )
-    p.add_argument("--params", help="JSON file of TrainParams (flags override it)")
     p.add_argument(
-        "--print-params",
+        "--params", "--config", dest="params",
+        help="JSON file of TrainParams, nested as --print-params shows (the old flat form loads "
+        "too); flags override it",
+    )
+    p.add_argument(
+        "--print-params", "--print-config",
         dest="print_params",
         action="store_true",
         help="print the resolved parameters (a full skeleton) and exit",
@@ -98,12 +106,11 @@ def resolve_params(args, plugin_manager):
     flags = flag_values(args, TrainParams, skip=SPECIAL_FIELDS)
     params = params.replace(**flags)
     if args.group_lr:
-        params = params.replace(
-            group_lr={**params.group_lr, **{k: float(v) for k, v in args.group_lr}}
-        )
+        group_lr = {**params.optim.group_lr, **{k: float(v) for k, v in args.group_lr}}
+        params = params.replace(optim={"group_lr": group_lr})
     if args.auto:
-        auto = {**params.auto.to_dict(), **dict(args.auto)}
-        params = params.replace(auto=type(params.auto).from_dict(auto, source="--auto"))
+        auto = {**params.lever.auto.to_dict(), **dict(args.auto)}
+        params = params.replace(lever={"auto": type(params.lever.auto).from_dict(auto, source="--auto")})
     backbone_params = dict(params.backbone_params)
     if args.bp:
         backbone_params.update(dict(args.bp))

@@ -25,7 +25,6 @@ import torch
 from tqdm.auto import tqdm
 
 from lever.hooks.manager import get_plugin_manager, scoped_hooks
-from lever.loss import LeverLossParams
 from lever.train.backbone import (
     AmpContext,
     Backbone,
@@ -43,7 +42,7 @@ from lever.train.distributed import (
     shutdown_distributed,
     sum_gradients,
 )
-from lever.train.params import AUTO, RESUMABLE_CHANGES, TrainParams
+from lever.train.params import AUTO, RESUMABLE_CHANGES, OptimParams, TrainParams
 from lever.train.predict import predict_topk
 from lever.train.rows import BatchBuilder, GlobalBatchSampler, TrainRows
 from lever.train.schedule import lr_factor
@@ -71,33 +70,34 @@ def resolve_device(device: str, env: DistEnv) -> torch.device:
 
 def load_train_rows(dataset, params: TrainParams) -> TrainRows:
     """Docs (and with ``label_rows`` the label-as-datapoint rows) with their soft labels."""
-    if params.label_rows:
+    lever = params.lever
+    if lever.label_rows:
         aug = dataset.with_label_rows()
         Y, num_docs = aug.Y.tocsr(), aug.num_docs
     else:
         Y, num_docs = dataset.trn_Y.tocsr(), dataset.num_train
     soft = None
-    if params.soft_labels:
+    if lever.soft_labels:
         from lever.soft_labels import SoftLabels
 
-        labels = SoftLabels.load(params.soft_labels, dataset=dataset)
-        soft = labels.csr if params.label_rows else labels.csr[:num_docs]
+        labels = SoftLabels.load(lever.soft_labels, dataset=dataset)
+        soft = labels.csr if lever.label_rows else labels.csr[:num_docs]
         if soft.shape != Y.shape:
             raise ValueError(
-                f"{params.soft_labels}: soft labels have shape {soft.shape}, but the training rows "
-                f"{'(docs + labels) ' if params.label_rows else '(docs only) '}have shape {Y.shape}"
+                f"{lever.soft_labels}: soft labels have shape {soft.shape}, but the training rows "
+                f"{'(docs + labels) ' if lever.label_rows else '(docs only) '}have shape {Y.shape}"
             )
     return TrainRows(Y=Y, num_docs=num_docs, soft=soft)
 
 
 def build_optimizers(
-    groups: list[ParamGroup], params: TrainParams
+    groups: list[ParamGroup], params: OptimParams
 ) -> list[tuple[str, torch.optim.Optimizer, float]]:
     """One optimizer per group; returns ``(name, optimizer, base lr)``."""
     unknown = sorted(set(params.group_lr) - {g.name for g in groups})
     if unknown:
         raise ParamsError(
-            f"TrainParams.group_lr names {unknown}; "
+            f"TrainParams.optim.group_lr names {unknown}; "
             f"this backbone's groups are {[g.name for g in groups]}"
         )
     out = []
@@ -127,8 +127,8 @@ def resolve_backbone_defaults(params: TrainParams, backbone: Backbone) -> TrainP
 
 
 def _check_resumable(saved: Path, params: TrainParams) -> None:
-    old = json.loads(saved.read_text())
-    new = params.to_dict()
+    old = TrainParams.load(saved).flat_dict()  # a config.json of the old flat form loads too
+    new = params.flat_dict()
     diff = sorted(
         k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)
     )
@@ -240,19 +240,18 @@ def train(
     backbone = make_backbone(params, plugin_manager)
     # The saved config names every setting, the backbone's defaults included.
     params = resolve_backbone_defaults(params, backbone).validate()
-    if params.lam == AUTO:
+    if params.lever.lam == AUTO:
         from lever.train.auto import resolve_auto
 
         params, _ = resolve_auto(params, progress)
         params = params.validate()
     run_dir = Path(params.out)
+    device_name = params.run.device
     env = init_distributed(
-        params.device
-        if params.device != "auto"
-        else ("cuda" if torch.cuda.is_available() else "cpu")
+        device_name if device_name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
     try:
-        device = resolve_device(params.device, env)
+        device = resolve_device(device_name, env)
         ckpt = latest_checkpoint(run_dir)
         if ckpt is not None:
             _check_resumable(run_dir / "config.json", params)
@@ -285,31 +284,30 @@ class Trainer:
 
     def __init__(self, backbone, params: TrainParams, dataset, rows, device, env, pm, show):
         self.backbone, self.params, self.dataset, self.rows = backbone, params, dataset, rows
+        self.optim, run = params.optim, params.run
         self.device, self.env, self.show = device, env, show
         self.run_dir = Path(params.out)
-        seed_everything(params.seed)
-        cache_dir = Path(params.cache_dir) if params.cache_dir else self.run_dir / "cache"
+        seed_everything(run.seed)
+        cache_dir = Path(run.cache_dir) if run.cache_dir else self.run_dir / "cache"
         hooks = scoped_hooks(pm, params.backbone)
         # The loop's losses are sums; it scales them by 1 / rows in the global batch.
-        backbone.attach(
-            hooks, LeverLossParams(lam=params.lam, mode=params.mode, reduction="sum", kappa=params.kappa)
-        )
+        loss_params = params.lever.loss_params("sum")
+        backbone.attach(hooks, loss_params)
         ctx = BuildContext(dataset, rows, params, device, env, cache_dir, hooks)
         self.module = backbone.build(ctx).to(device)
         self.trainable = [p for p in self.module.parameters() if p.requires_grad]
         broadcast_parameters(self.trainable, env)
         self.stages = backbone.stages(self.module)
-        self.stage_epochs = stage_epochs(self.stages, params.epochs)
-        self.amp = AmpContext(device, params.amp)
+        self.stage_epochs = stage_epochs(self.stages, self.optim.epochs)
+        self.amp = AmpContext(device, self.optim.amp)
         self.sampler = GlobalBatchSampler(
-            rows.num_rows, params.batch_size, env.world_size, env.rank, params.grad_accum, params.seed
+            rows.num_rows, self.optim.batch_size, env.world_size, env.rank, self.optim.grad_accum,
+            run.seed,
         )
-        self.builder = BatchBuilder(
-            rows, backbone.batch_inputs, params.lam, params.mode, hooks, kappa=params.kappa
-        )
+        self.builder = BatchBuilder(rows, backbone.batch_inputs, loss_params, hooks)
         self.steps_per_epoch = self.sampler.steps_per_epoch()
         # Different ranks draw different dropout masks; the init above was identical everywhere.
-        torch.manual_seed(params.seed * 1000 + 1 + env.rank)
+        torch.manual_seed(run.seed * 1000 + 1 + env.rank)
         self.stage: int | None = None  # the stage whose optimizers are built
         self.optimizers: list[tuple[str, torch.optim.Optimizer, float]] = []
         self.epoch, self.start_step, self.global_step = 0, 0, 0
@@ -328,10 +326,10 @@ class Trainer:
         if start:
             self.backbone.on_stage_start(self.module, self.stages[stage])
         self.stage = stage
-        self.optimizers = build_optimizers(self.stages[stage].param_groups, self.params)
+        self.optimizers = build_optimizers(self.stages[stage].param_groups, self.optim)
 
     def lr_factor(self) -> float:
-        p = self.params
+        p = self.optim
         step = self.global_step - self.stage_first_step(self.stage)
         total = self.stage_epochs[self.stage] * self.steps_per_epoch
         return lr_factor(step, total, p.warmup_steps, p.schedule)
@@ -376,22 +374,22 @@ class Trainer:
     def run_epochs(self, stop_after_epochs: int | None) -> bool:
         """Train to the last epoch (True) or stop after ``stop_after_epochs`` of them (False)."""
         done_here = 0
-        while self.epoch < self.params.epochs:
+        while self.epoch < self.optim.epochs:
             self.run_epoch()
             done_here += 1
             if stop_after_epochs is not None and done_here >= stop_after_epochs:
-                return self.epoch >= self.params.epochs
+                return self.epoch >= self.optim.epochs
         return True
 
     def run_epoch(self) -> None:
-        p, epoch = self.params, self.epoch
+        p, epoch = self.params.run, self.epoch
         if self.stage_of(epoch) != self.stage:
             self.enter_stage(self.stage_of(epoch))
         t_epoch = time.time()
         self.module.train()
         self.backbone.on_epoch_start(self.module, epoch)
         bar = tqdm(total=self.steps_per_epoch, initial=self.start_step,
-                   desc=f"epoch {epoch + 1}/{p.epochs}", disable=not self.show, leave=False)
+                   desc=f"epoch {epoch + 1}/{self.optim.epochs}", disable=not self.show, leave=False)
         for step, micro in _iterate_steps(
             self.sampler, self.builder, epoch, self.start_step, p.num_workers
         ):
@@ -410,7 +408,7 @@ class Trainer:
     def optimizer_step(self, micro) -> None:
         """This process's micro-batches of one step, gradients summed over processes, one step of
         every optimizer of the stage at ``base lr × schedule``."""
-        p, amp, env = self.params, self.amp, self.env
+        p, amp, env = self.optim, self.amp, self.env
         for _, opt, _ in self.optimizers:
             opt.zero_grad(set_to_none=True)
         step_loss = 0.0
@@ -439,7 +437,7 @@ class Trainer:
 
     def end_epoch(self, seconds: float) -> None:
         """Log (and every ``eval_every`` epochs evaluate) the epoch, then checkpoint."""
-        p, epoch = self.params, self.epoch
+        p, epoch = self.params.run, self.epoch
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "global_step": self.global_step,
@@ -447,7 +445,7 @@ class Trainer:
             "lr": {name: opt.param_groups[0]["lr"] for name, opt, _ in self.optimizers},
             "seconds": round(seconds, 3),
         }
-        if (epoch + 1) % p.eval_every == 0 or epoch + 1 == p.epochs:
+        if (epoch + 1) % p.eval_every == 0 or epoch + 1 == self.optim.epochs:
             test = evaluate_module(
                 self.backbone, self.module, self.dataset, p.eval_k, self.device, self.show, self.env
             )
@@ -476,7 +474,7 @@ def _finish(
     from lever.utils.atomic import atomic_path, write_json_atomic
 
     state = backbone.export_state_dict(module)
-    metrics = _last_test_metrics(run_dir / "metrics.jsonl", params.epochs) if env.is_main else None
+    metrics = _last_test_metrics(run_dir / "metrics.jsonl", params.optim.epochs) if env.is_main else None
     if env.is_main:
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
         with atomic_path(run_dir / "model.safetensors") as tmp:
@@ -484,7 +482,7 @@ def _finish(
     # Normally the last epoch's evaluation is in the log; otherwise (log removed) redo it.
     redo = all_reduce_sum(1.0 if env.is_main and metrics is None else 0.0, env, device) > 0
     if redo:
-        metrics = evaluate_module(backbone, module, dataset, params.eval_k, device, show, env)
+        metrics = evaluate_module(backbone, module, dataset, params.run.eval_k, device, show, env)
     if env.is_main:
         write_json_atomic(run_dir / "metrics.json", metrics)
     env.barrier()
@@ -526,7 +524,7 @@ def load_trained(
     env = DistEnv()
     dev = resolve_device(device, env)
     backbone = make_backbone(params, plugin_manager)
-    cache_dir = Path(params.cache_dir) if params.cache_dir else run_dir / "cache"
+    cache_dir = Path(params.run.cache_dir) if params.run.cache_dir else run_dir / "cache"
     module = backbone.build(
         BuildContext(
             dataset, None, params, dev, env, cache_dir, scoped_hooks(plugin_manager, params.backbone)

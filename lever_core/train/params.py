@@ -23,26 +23,23 @@ def parse_lam(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a number in [0, 1] or 'auto'") from None
 
 SCHEDULES = ("cosine", "linear", "constant")
-# Loop settings a backbone may default (``Backbone.train_defaults``); these when it does not.
+# Optimisation settings a backbone may default (``Backbone.train_defaults``, keys naming
+# ``OptimParams`` fields); these when it does not.
 LOOP_DEFAULTS: dict[str, Any] = {"epochs": 4, "batch_size": 256, "warmup_steps": 0}
 
 
+def _error(where: str, name: str, value: Any, expected: str) -> ParamsError:
+    return ParamsError(f"{where}.{name}={value!r}: expected {expected}")
+
+
 @dataclasses.dataclass
-class TrainParams(Params):
-    """Settings shared by every backbone; backbone-specific ones live in ``backbone_params``.
+class LeverParams(Params):
+    """The LEVER settings of a run, defined and validated here only: the soft labels, how the
+    targets mix them with the ground truth (λ or one λ per label from κ, the mode), the
+    label-as-datapoint rows, and the ``--lam auto`` search. The loss and target hooks see them as
+    :class:`lever.loss.LeverLossParams` (:meth:`loss_params`); ``lever.wrap`` validates its λ, κ
+    and mode through this class too."""
 
-    Batch arithmetic: one optimizer step sees ``batch_size × world_size × grad_accum`` rows (the
-    global batch). The loss is summed over labels and divided by the number of rows in the global
-    batch, so 2 processes × batch b, 1 process × accumulation 2 × batch b and 1 process × batch 2b
-    are the same optimisation.
-    """
-
-    data: str = field("", help="dataset folder (lever data build)")
-    backbone: str = field("generic", help="backbone name (generic, or one an adapter registers)")
-    out: str = field("", help="run folder (config.json, metrics.jsonl, checkpoints/, model.safetensors)")
-    # Backbone settings, validated by the backbone's own Params class (``--bp KEY=VALUE``; see
-    # ``lever train --backbone NAME --print-params``).
-    backbone_params: dict[str, Any] = dataclasses.field(default_factory=dict)
     soft_labels: str | None = field(
         None, help="LEVER soft labels: a SoftLabels .npz with (N + L) rows; targets "
         "t = λ·y + (1−λ)·p̂ (mode mix) or max(y, p̂) (mode augment)"
@@ -61,6 +58,51 @@ class TrainParams(Params):
     label_rows: bool | None = field(
         None, help="train on label-as-datapoint rows too (default: on with soft labels)"
     )
+    # The ``--lam auto`` search (validation split, grid, objective; ``--auto KEY=VALUE``).
+    auto: AutoParams = dataclasses.field(default_factory=AutoParams)
+
+    def validate(self, where: str = "TrainParams.lever") -> LeverParams:
+        """The one check of λ, κ and the mode (``where`` names the settings in errors); fills
+        ``label_rows`` (on with soft labels) unless λ is ``auto``, whose search sets it per cell."""
+        from lever.loss import lever_settings_error
+
+        if self.lam == AUTO:
+            lam = 0.5  # any number: the search chooses λ; κ and the mode are still checked
+        else:
+            lam = self.lam
+        error = lever_settings_error(lam, self.kappa, self.mode)
+        if error is not None:
+            name, expected = error
+            if name == "lam":
+                expected += f" or {AUTO!r}"
+            raise _error(where, name, getattr(self, name), expected)
+        if self.lam == AUTO:
+            self.auto.validate(f"{where}.auto")
+            return self
+        if self.label_rows is None:
+            return dataclasses.replace(self, label_rows=self.soft_labels is not None)
+        return self
+
+    def loss_params(self, reduction: str):
+        """What the loss and target hooks see: these settings (validated, λ a number) and the
+        reduction the caller sums with (``sum`` in ``lever train``, the user's in ``lever.wrap``)."""
+        from lever.loss import LeverLossParams
+
+        if self.lam == AUTO:
+            raise ParamsError("TrainParams.lever.lam='auto': run the search first (lever.train.auto)")
+        return LeverLossParams(self, reduction)
+
+
+@dataclasses.dataclass
+class OptimParams(Params):
+    """How the weights are optimised: epochs, batch arithmetic, learning rates, schedule.
+
+    Batch arithmetic: one optimizer step sees ``batch_size × world_size × grad_accum`` rows (the
+    global batch). The loss is summed over labels and divided by the number of rows in the global
+    batch, so 2 processes × batch b, 1 process × accumulation 2 × batch b and 1 process × batch 2b
+    are the same optimisation. ``None`` (epochs, batch_size, warmup_steps): the backbone's default
+    (``TrainParams.with_defaults``)."""
+
     epochs: int | None = field(None, help="epochs (default: the backbone's, else 4)")
     batch_size: int | None = field(None, help="rows per process per micro-batch (default: the backbone's, else 256)")
     grad_accum: int = field(1, help="micro-batches per optimizer step")
@@ -72,6 +114,23 @@ class TrainParams(Params):
     warmup_steps: int | None = field(None, help="warm-up steps (default: the backbone's, else 0)")
     max_grad_norm: float = field(0.0, help="clip gradients (0: off)")
     amp: bool = field(True, help="mixed precision (CUDA only)")
+
+    def validate(self, where: str = "TrainParams.optim") -> OptimParams:
+        if self.schedule not in SCHEDULES:
+            raise _error(where, "schedule", self.schedule, f"one of {SCHEDULES}")
+        for name in ("epochs", "batch_size", "grad_accum"):
+            _check_int(self, where, name, 1)
+        _check_int(self, where, "warmup_steps", 0)
+        if not (isinstance(self.max_grad_norm, (int, float)) and self.max_grad_norm >= 0):
+            raise _error(where, "max_grad_norm", self.max_grad_norm, "a number >= 0 (0: off)")
+        return self
+
+
+@dataclasses.dataclass
+class RunParams(Params):
+    """Where and how a run executes, logs and saves; none of it changes the optimisation except
+    ``seed``."""
+
     device: str = field("auto", help="auto, cpu, cuda or cuda:N")
     num_workers: int = field(0, help="DataLoader workers building batches")
     eval_every: int = field(1, help="evaluate every N epochs")
@@ -79,58 +138,96 @@ class TrainParams(Params):
     checkpoint_every_steps: int = field(0, help="also checkpoint every N optimizer steps (0: per epoch only)")
     cache_dir: str | None = field(None, help="cache folder for derived inputs (default RUN_DIR/cache)")
     seed: int = field(0, help="seed of initialisation, sampling and dropout")
-    # The ``--lam auto`` search (validation split, grid, objective; ``--auto KEY=VALUE``).
-    auto: AutoParams = dataclasses.field(default_factory=AutoParams)
+
+    def validate(self, where: str = "TrainParams.run") -> RunParams:
+        for name in ("eval_every", "eval_k"):
+            _check_int(self, where, name, 1)
+        for name in ("checkpoint_every_steps", "num_workers"):
+            _check_int(self, where, name, 0)
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise _error(where, "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return self
+
+
+def _check_int(part: Params, where: str, name: str, least: int) -> None:
+    value = getattr(part, name)  # None: a default filled later (TrainParams.with_defaults)
+    if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
+        raise _error(where, name, value, f"an integer >= {least}")
+
+
+# The parts of TrainParams; a config.json of the old flat form names their fields at the top.
+SECTIONS: dict[str, type[Params]] = {"lever": LeverParams, "optim": OptimParams, "run": RunParams}
+
+
+def nest_flat_config(d: Any, source: str) -> Any:
+    """A TrainParams dict in the nested form. The rule for configs written before the settings
+    were nested (one flat object, e.g. an old run's ``config.json``): a top-level key naming a
+    field of a part (``lam``, ``epochs``, ``seed``, ...) moves into that part (``lever``,
+    ``optim``, ``run``). A field given both ways is an error naming both."""
+    if not isinstance(d, dict):
+        return d
+    out = dict(d)
+    for section, cls in SECTIONS.items():
+        names = {f.name for f in dataclasses.fields(cls)}
+        moved = {k: out.pop(k) for k in list(out) if k in names}
+        if not moved:
+            continue
+        nested = out.get(section, {})
+        if not isinstance(nested, dict):
+            raise ParamsError(f"{source}: {section!r} must be a JSON object of {cls.__name__}")
+        both = sorted(set(moved) & set(nested))
+        if both:
+            raise ParamsError(
+                f"{source}: {both} given both at the top level (the old flat form) and in "
+                f"{section!r}; keep only {section}.{both[0]}"
+            )
+        out[section] = {**nested, **moved}
+    return out
+
+
+@dataclasses.dataclass
+class TrainParams(Params):
+    """The resolved configuration of one ``lever train`` run, nested once: what to train
+    (``data``, ``backbone``, ``out``, ``backbone_params``), the LEVER settings (``lever``), the
+    optimisation (``optim``) and the run's execution (``run``). Every field of a part has its own
+    flag (``--lam`` sets ``lever.lam``, ``--epochs`` ``optim.epochs``, ``--seed`` ``run.seed``).
+    A flat dict of the old form loads too (:func:`nest_flat_config`)."""
+
+    data: str = field("", help="dataset folder (lever data build)")
+    backbone: str = field("generic", help="backbone name (generic, or one an adapter registers)")
+    out: str = field("", help="run folder (config.json, metrics.jsonl, checkpoints/, model.safetensors)")
+    # Backbone settings, typed and validated by the backbone's own Params class (``--bp
+    # KEY=VALUE``; see ``lever train --backbone NAME --print-params``).
+    backbone_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    lever: LeverParams = dataclasses.field(default_factory=LeverParams)
+    optim: OptimParams = dataclasses.field(default_factory=OptimParams)
+    run: RunParams = dataclasses.field(default_factory=RunParams)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "<dict>") -> TrainParams:
+        return super().from_dict(nest_flat_config(d, source), source=source)
 
     def with_defaults(self, backbone_defaults: dict[str, Any]) -> TrainParams:
-        """Fill the fields left ``None`` from the backbone's defaults, then :data:`LOOP_DEFAULTS`."""
+        """Fill the optimisation fields left ``None`` from the backbone's defaults, then
+        :data:`LOOP_DEFAULTS`."""
         unknown = sorted(set(backbone_defaults) - set(LOOP_DEFAULTS))
         if unknown:
             raise ParamsError(f"backbone train_defaults name {unknown}; allowed: {sorted(LOOP_DEFAULTS)}")
         filled = {
             k: backbone_defaults.get(k, LOOP_DEFAULTS[k])
             for k in LOOP_DEFAULTS
-            if getattr(self, k) is None
+            if getattr(self.optim, k) is None
         }
-        return dataclasses.replace(self, **filled) if filled else self
+        return dataclasses.replace(self, optim=dataclasses.replace(self.optim, **filled)) if filled else self
 
     def validate(self) -> TrainParams:
-        def bad(field: str, expected: str) -> ParamsError:
-            return ParamsError(f"TrainParams.{field}={getattr(self, field)!r}: expected {expected}")
-
         if not self.data:
-            raise bad("data", "a dataset folder")
+            raise _error("TrainParams", "data", self.data, "a dataset folder")
         if not self.out:
-            raise bad("out", "a run folder")
-        if self.lam != AUTO and not (isinstance(self.lam, (int, float)) and 0.0 <= self.lam <= 1.0):
-            raise bad("lam", f"a number in [0, 1] or {AUTO!r}")
-        if self.kappa is not None and not (isinstance(self.kappa, (int, float)) and self.kappa >= 0):
-            raise bad("kappa", "None or a number >= 0")
-        if self.lam == AUTO:
-            self.auto.validate()
-            return self  # label_rows stays as given: each cell of the search resolves its own
-        from lever.loss import MODES
-
-        if self.mode not in MODES:
-            raise bad("mode", f"one of {MODES}")
-        if self.kappa is not None and self.mode != "mix":
-            raise bad("kappa", "None with mode 'augment' (per-label λ weighs y against p̂ in mode 'mix')")
-        if self.schedule not in SCHEDULES:
-            raise bad("schedule", f"one of {SCHEDULES}")
-        # None (epochs, batch_size, warmup_steps): the backbone's default, filled by with_defaults.
-        for name in ("epochs", "batch_size", "grad_accum", "eval_every", "eval_k"):
-            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
-                raise bad(name, "an integer >= 1")
-        for name in ("warmup_steps", "checkpoint_every_steps", "num_workers"):
-            if getattr(self, name) is not None and int(getattr(self, name)) < 0:
-                raise bad(name, "an integer >= 0")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
-        if self.soft_labels is None and self.label_rows is None:
-            return dataclasses.replace(self, label_rows=False)
-        if self.label_rows is None:
-            return dataclasses.replace(self, label_rows=True)
-        return self
+            raise _error("TrainParams", "out", self.out, "a run folder")
+        return dataclasses.replace(
+            self, lever=self.lever.validate(), optim=self.optim.validate(), run=self.run.validate()
+        )
 
 
 @dataclasses.dataclass
@@ -156,4 +253,4 @@ class PredictParams(Params):
 
 
 # Fields that may differ between a run and its resumption: they do not change what is computed.
-RESUMABLE_CHANGES = ("num_workers", "device", "cache_dir")
+RESUMABLE_CHANGES = ("run.num_workers", "run.device", "run.cache_dir")

@@ -103,7 +103,8 @@ class BatchBuilder:
     ``lever_targets`` hooks) and the backbone's inputs. Plain data and picklable callables, so it
     can run inside DataLoader workers.
 
-    With ``kappa`` the targets use one λ per label, ``λ_l = n_l / (n_l + κ)``, ``n_l`` counted once
+    ``loss_params`` are the run's validated LEVER settings (``LeverParams.loss_params``). With
+    ``kappa`` the targets use one λ per label, ``λ_l = n_l / (n_l + κ)``, ``n_l`` counted once
     over the documents' rows and handed to every ``lever_targets`` call. When no plugin implements
     either target hook, the defaults' targets of every row are built once
     (:class:`lever.loss.TargetTable`) and a batch only slices its rows: the same values, without
@@ -113,25 +114,22 @@ class BatchBuilder:
         self,
         rows: TrainRows,
         batch_inputs: Callable[[np.ndarray], Any],
-        lam: float,
-        mode: str,
+        loss_params: Any,  # lever.loss.LeverLossParams
         hooks: Any = None,
-        kappa: float | None = None,
     ):
         from lever.hooks.manager import default_targets_only, scoped_hooks
-        from lever.loss import LeverLossParams, TargetTable, label_counts, label_lambda
+        from lever.loss import TargetTable, label_counts, label_lambda
 
         # ``hooks``: the backbone's ScopedHooks (a bare PluginManager is used unscoped).
         self.rows, self.batch_inputs = rows, batch_inputs
         self.hooks = scoped_hooks(hooks, None)
-        # Backbones return losses summed over the batch; the loop scales by 1/global rows.
-        self.loss_params = LeverLossParams(lam=lam, mode=mode, reduction="sum", kappa=kappa).validate()
+        lp = self.loss_params = loss_params
         self.label_lam = None
-        if kappa is not None:  # label-as-datapoint rows say nothing about n_l: documents only
-            self.label_lam = label_lambda(label_counts(rows.Y[: rows.num_docs]), kappa)
+        if lp.kappa is not None:  # label-as-datapoint rows say nothing about n_l: documents only
+            self.label_lam = label_lambda(label_counts(rows.Y[: rows.num_docs]), lp.kappa)
         self.table = None
         if default_targets_only(self.hooks):
-            self.table = TargetTable.build(rows.Y, rows.soft, lam, mode, self.label_lam)
+            self.table = TargetTable.build(rows.Y, rows.soft, lp.lam, lp.mode, self.label_lam)
 
     def targets(self, row_ids: np.ndarray):
         if self.table is not None:
@@ -139,7 +137,7 @@ class BatchBuilder:
         return self._hook_targets(row_ids)
 
     def _hook_targets(self, row_ids: np.ndarray):
-        from lever.loss import soft_targets
+        from lever.loss import batch_targets
 
         y_rows = self.rows.Y[row_ids]
         soft_rows = None
@@ -156,7 +154,7 @@ class BatchBuilder:
             label_lam=label_lam,
         )
         if targets is None:  # no plugin answered: the library default
-            targets = soft_targets(row_ids, y_rows, soft_rows, lp.lam, lp.mode, label_lam)
+            targets = batch_targets(row_ids, y_rows, soft_rows, lp, label_lam)
         return targets
 
     def __call__(self, row_ids: np.ndarray, global_rows: int) -> Batch:

@@ -61,6 +61,11 @@ class Params:
             kwargs[key] = value
         return cls(**kwargs)
 
+    def validate(self) -> Self:
+        """Check the values (the types are the annotations'); subclasses with rules override it
+        and raise :class:`ParamsError` naming the field and what was expected."""
+        return self
+
     @classmethod
     def skeleton(cls) -> str:
         """A full JSON config with every default filled in, ready to edit."""
@@ -81,8 +86,27 @@ class Params:
         write_json_atomic(path, self.to_dict())
 
     def replace(self, **changes: Any) -> Self:
-        """Copy with the given fields changed; ``None`` values are ignored (unset CLI flags)."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """Copy with the given fields changed; ``None`` values are ignored (unset CLI flags). A
+        dict given for a nested :class:`Params` field changes that part the same way."""
+        out = {}
+        for key, value in changes.items():
+            current = getattr(self, key, None)
+            if isinstance(current, Params) and isinstance(value, dict):
+                value = current.replace(**value)
+            if value is not None:
+                out[key] = value
+        return dataclasses.replace(self, **out)
+
+    def flat_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` with nested parts spelt as dotted keys (``{"lever.lam": 0.5, ...}``)."""
+        out: dict[str, Any] = {}
+        for key, value in self.to_dict().items():
+            part = getattr(self, key)
+            if isinstance(part, Params):
+                out.update({f"{key}.{k}": v for k, v in part.flat_dict().items()})
+            else:
+                out[key] = value
+        return out
 
 
 def _plain(v: Any) -> Any:
@@ -99,31 +123,53 @@ def _flag_type(hint: Any) -> Any:
     return args[0] if len(args) == 1 else None
 
 
-def add_arguments(parser, cls: type[Params], skip: tuple[str, ...] = ()) -> None:
-    """One ``--field-name`` flag per documented field of ``cls`` (see :func:`field`), unset
-    (``None``) unless given, so flags override a params file only where they are used."""
-    import argparse
+def _nested(hint: Any) -> type[Params] | None:
+    return hint if isinstance(hint, type) and issubclass(hint, Params) else None
 
+
+def _flag_fields(cls: type[Params], skip: tuple[str, ...], prefix: str = ""):
+    """``(dotted path, field, annotation)`` of every documented field of ``cls``, descending into
+    nested :class:`Params` parts; ``skip`` names dotted paths (a field or a whole part)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in skip or "help" not in f.metadata:
+        path = prefix + f.name
+        if path in skip:
             continue
+        part = _nested(hints[f.name])
+        if part is not None:
+            yield from _flag_fields(part, skip, path + ".")
+        elif "help" in f.metadata:
+            yield path, f, hints[f.name]
+
+
+def add_arguments(parser, cls: type[Params], skip: tuple[str, ...] = ()) -> None:
+    """One ``--field-name`` flag per documented field of ``cls`` (see :func:`field`), unset
+    (``None``) unless given, so flags override a params file only where they are used. A field of
+    a nested part keeps its own name as its flag (``TrainParams.lever.lam`` is ``--lam``), so
+    the names of documented fields must be unique across the parts."""
+    import argparse
+
+    for path, f, hint in _flag_fields(cls, skip):
         flag, meta = "--" + f.name.replace("_", "-"), f.metadata
-        kind = meta["parse"] or _flag_type(hints[f.name])
+        kind = meta["parse"] or _flag_type(hint)
         if kind is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+            parser.add_argument(flag, dest=path, action=argparse.BooleanOptionalAction,
                                 default=None, help=meta["help"])
         elif kind in (int, float, str) or callable(kind):
-            parser.add_argument(flag, dest=f.name, type=kind, choices=meta["choices"],
-                                help=meta["help"])
+            parser.add_argument(flag, dest=path, type=kind, choices=meta["choices"],
+                                metavar=None if meta["choices"] else f.name.upper(), help=meta["help"])
         else:
-            raise TypeError(f"{cls.__name__}.{f.name}: no flag type for {hints[f.name]!r}; pass parse=")
+            raise TypeError(f"{cls.__name__}.{path}: no flag type for {hint!r}; pass parse=")
 
 
 def flag_values(args, cls: type[Params], skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The values of the flags :func:`add_arguments` made for ``cls`` (``None``: not given)."""
-    return {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(cls)
-        if f.name not in skip and "help" in f.metadata
-    }
+    """The values of the flags :func:`add_arguments` made for ``cls`` (``None``: not given),
+    nested like ``cls`` (``{"lever": {"lam": 0.3, ...}, ...}``; see :meth:`Params.replace`)."""
+    out: dict[str, Any] = {}
+    for path, _, _ in _flag_fields(cls, skip):
+        *parts, name = path.split(".")
+        node = out
+        for part in parts:
+            node = node.setdefault(part, {})
+        node[name] = getattr(args, path)
+    return out
