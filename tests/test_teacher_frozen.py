@@ -134,18 +134,18 @@ def test_other_losses_and_batches_run(ds, tiny_bert_dir, cache, tmp_path, kw):
 
 
 def test_resume_mid_epoch_equals_uninterrupted(ds, tiny_bert_dir, cache, tmp_path, monkeypatch):
-    """Interrupted inside epoch 3, a re-clustering epoch (cl_update 2), after a mid-epoch
-    checkpoint: re-clustering on resume would use the tower as it is now, not as it was when the
-    epoch began, so the epoch's order must come back from the checkpoint (and epoch 4 reuses
-    those clusters)."""
+    """Interrupted inside epoch 2, which re-clusters (cl_start 1, cl_update 2, 0-based), after a
+    mid-epoch checkpoint: re-clustering on resume would use the tower as it is now, not as it was
+    when the epoch began, so the epoch's order must come back from the checkpoint, and epoch 3
+    reuses the clusters, which must come back too."""
     params = _params(tiny_bert_dir, cache, epochs=4, cl_start=1, cl_update=2)
     train_teacher(ds, params, tmp_path / "A", progress=False)
     steps = json.loads((tmp_path / "A" / "metrics.jsonl").read_text().splitlines()[0])["global_step"]
     assert steps >= 4
     crash_then_resume(
-        monkeypatch, FrozenTeacher, 2 * steps + 3,  # epoch 3, after the checkpoint at its step 2
+        monkeypatch, FrozenTeacher, steps + 3,  # epoch 2, after the checkpoint of its step 2
         lambda resume: train_teacher(
-            ds, params, tmp_path / "B", resume=resume, progress=False, checkpoint_every_steps=2
+            ds, params, tmp_path / "B", resume=resume, progress=False, checkpoint_every_steps=1
         ),
     )
     assert_same_runs(tmp_path / "A", tmp_path / "B", "tower.safetensors")
