@@ -329,6 +329,11 @@ def train_teacher(
     adds checkpoints inside epochs (a run-control setting: the result does not depend on it)."""
     params = params.validate()
     out = Path(out)
+    if any((out / "checkpoints").glob("epoch_*")):
+        raise ValueError(
+            f"{out / 'checkpoints'}: epoch_NNNN checkpoints of the teacher's former loop, which "
+            "the trainer cannot resume; train into a new folder"
+        )
     ckpt = latest_checkpoint(out)
     if ckpt is not None and not resume:
         raise ValueError(
