@@ -216,3 +216,17 @@ def test_real_minilm_teacher_end_to_end(tiny_xc_dir, minilm_path, tmp_path):
 
     # the saved encoder keeps the training token limit, so downstream encode() matches the export
     assert load_sentence_encoder(tmp_path / "T" / "encoder").max_seq_length == 16
+
+
+def test_checkpoint_cadence_and_old_layout(tiny_xc_dir, tiny_bert_dir, tmp_path):
+    """``checkpoint_every`` epochs (and the last), ``keep_checkpoints`` kept; a folder holding
+    checkpoints of the former teacher loop is refused instead of silently retrained."""
+    ds = XCDataset.load(tiny_xc_dir)
+    params = _params(tiny_bert_dir, batch_type="label", epochs=3, eval_every=0,
+                     checkpoint_every=2, keep_checkpoints=5)
+    train_teacher(ds, params, tmp_path / "T", progress=False)
+    names = sorted(d.name for d in (tmp_path / "T" / "checkpoints").iterdir())
+    assert names == ["latest", "step-000000006", "step-000000009"]  # 3 steps an epoch
+    (tmp_path / "old" / "checkpoints" / "epoch_0001").mkdir(parents=True)
+    with pytest.raises(ValueError, match="former loop"):
+        train_teacher(ds, params, tmp_path / "old", resume=True, progress=False)
