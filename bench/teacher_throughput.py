@@ -41,7 +41,7 @@ def measure(
     freeze_layers: int,
 ) -> dict:
     from lever.teacher.params import TeacherParams
-    from lever.teacher.train import TeacherTrainer
+    from lever.teacher.train import SiameseTeacher, TeacherTrainer
 
     params = TeacherParams(
         encoder=encoder or "all-MiniLM-L6-v2",
@@ -52,20 +52,21 @@ def measure(
         batch_type=batch_type,
         epochs=1,
     )
-    trainer = TeacherTrainer(dataset, params, tmp, progress=False)
-    trainer._build()
+    teacher = SiameseTeacher(params, dataset, tmp, progress=False)
+    trainer = TeacherTrainer(teacher, show=False)
+    trainer.enter_stage(0)
     rng = np.random.default_rng(0)
-    trainer.batcher.resample(rng)
-    order = rng.permutation(len(trainer.batcher))
+    teacher.batcher.resample(rng)
+    order = rng.permutation(len(teacher.batcher))
     batches = [order[i * batch_size : (i + 1) * batch_size] for i in range(warmup + steps)]
-    trainer.encoder.train()
+    teacher.module.train()
     for items in batches[:warmup]:
-        trainer._step(items)
+        trainer.optimizer_step([items])  # the trainer's step: AMP, clipping, schedule
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for items in batches[warmup:]:
-        trainer._step(items)
+        trainer.optimizer_step([items])
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     secs = time.perf_counter() - t0
@@ -79,7 +80,7 @@ def measure(
         "steps": steps,
         "seconds": round(secs, 3),
         "pairs_per_s": round(pairs / secs, 2),
-        "amp": trainer.use_amp,
+        "amp": trainer.amp.enabled,
         "torch_threads": torch.get_num_threads(),
     }
 

@@ -1,5 +1,5 @@
-"""The teacher trainer end to end on tiny data with the tiny BERT: the teacher folder, resume
-continuing to the same result, the CLI and its parameter presets."""
+"""The teacher on the one trainer, end to end on tiny data with the tiny BERT: the teacher folder,
+a run interrupted mid-epoch resuming to the same result, the CLI and its parameter presets."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
-from safetensors.torch import load_file
+from teacher_resume import assert_same_runs, crash_then_resume
 
 import lever.cli
 from lever.data import XCDataset
 from lever.teacher.params import TeacherParams, preset
-from lever.teacher.train import TeacherTrainer, train_teacher
+from lever.teacher.train import SiameseTeacher, train_teacher
 from lever.utils.params import ParamsError
 
 
@@ -49,7 +49,9 @@ def test_train_writes_teacher_folder(tiny_xc_dir, tiny_bert_dir, tmp_path):
     assert "PSP@5" in records[0]["test"] and records[-1]["final"]
     assert set(final) >= {"P@1", "P@5", "PSP@1", "PSP@5", "R@100"}
     assert (out / "encoder" / "modules.json").exists()
-    assert [d.name for d in (out / "checkpoints").iterdir()] == ["epoch_0003"]  # keep_checkpoints=1
+    assert [r["global_step"] for r in records[:3]] == [3, 6, 9]  # 40 labels in batches of 16
+    # the trainer's checkpoints, keep_checkpoints=1: the last step's only
+    assert sorted(d.name for d in (out / "checkpoints").iterdir()) == ["latest", "step-000000009"]
     # The saved encoder reproduces the exported label embeddings.
     from lever.teacher.model import embed, load_teacher_encoder
 
@@ -59,46 +61,23 @@ def test_train_writes_teacher_folder(tiny_xc_dir, tiny_bert_dir, tmp_path):
         train_teacher(ds, _params(tiny_bert_dir, batch_type="label"), out, progress=False)
 
 
-class _Crash(RuntimeError):
-    pass
-
-
-def test_resume_continues_to_the_same_result(tiny_xc_dir, tiny_bert_dir, tmp_path):
+def test_resume_mid_epoch_equals_uninterrupted(tiny_xc_dir, tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    """Interrupted inside epoch 3, which reuses epoch 2's clusters (cl_update 2), after a
+    mid-epoch checkpoint: the epoch's order, positives, the clusters, the stale bank and the
+    dropout RNG come back from the checkpoint, so the rest of the run is the same."""
     ds = XCDataset.load(tiny_xc_dir)
-    params = _params(tiny_bert_dir, batch_type="doc", epochs=4, eval_every=0, keep_checkpoints=5)
+    params = _params(tiny_bert_dir, batch_type="doc", epochs=4, eval_every=0)
     train_teacher(ds, params, tmp_path / "A", progress=False)
-
-    crashing = TeacherTrainer(ds, params, tmp_path / "B", progress=False)
-    original = crashing.train_epoch
-
-    def train_epoch(epoch):
-        if epoch == 3:  # epochs 0-2 done and checkpointed; the clusters of epoch 1 are still live
-            raise _Crash
-        return original(epoch)
-
-    crashing.train_epoch = train_epoch
-    with pytest.raises(_Crash):
-        crashing.fit()
-    TeacherTrainer(ds, params, tmp_path / "B", progress=False).fit(resume=True)
-
-    a = load_file(str(tmp_path / "A" / "checkpoints" / "epoch_0004" / "model.safetensors"))
-    b = load_file(str(tmp_path / "B" / "checkpoints" / "epoch_0004" / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        assert np.array_equal(a[key].numpy(), b[key].numpy()), key
-    for split in ("lbl", "trn"):
-        np.testing.assert_array_equal(
-            np.load(tmp_path / "A" / "embeddings" / f"{split}.npy"),
-            np.load(tmp_path / "B" / "embeddings" / f"{split}.npy"),
-        )
-    losses = [
-        [
-            json.loads(x).get("loss")
-            for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()
-        ]
-        for r in ("A", "B")
-    ]
-    assert losses[0] == losses[1]
+    # 200 documents in batches of 16: 13 steps an epoch; checkpoints every 5 steps, the last one
+    # before the crash at step 35 (epoch 3 = steps 27-39).
+    crash_then_resume(
+        monkeypatch, SiameseTeacher, 37,
+        lambda resume: train_teacher(
+            ds, params, tmp_path / "B", resume=resume, progress=resume, checkpoint_every_steps=5
+        ),
+    )
+    assert "from step-000000035 (epoch 3, step 9)" in capsys.readouterr().out
+    assert_same_runs(tmp_path / "A", tmp_path / "B", "encoder/model.safetensors")
 
 
 def test_resume_refuses_changed_settings(tiny_xc_dir, tiny_bert_dir, tmp_path):
@@ -210,14 +189,11 @@ def test_cli_train_eval_and_params(tiny_xc_dir, tiny_bert_dir, tmp_path, capsys,
 
 def test_freeze_layers_keeps_bottom_fixed(tiny_xc_dir, tiny_bert_dir, tmp_path):
     ds = XCDataset.load(tiny_xc_dir)
-    trainer = TeacherTrainer(
-        ds, _params(tiny_bert_dir, epochs=1, eval_every=0), tmp_path / "T", progress=False
-    )
-    trainer.fit()
-    final = load_file(str(tmp_path / "T" / "checkpoints" / "epoch_0001" / "model.safetensors"))
+    train_teacher(ds, _params(tiny_bert_dir, epochs=1, eval_every=0), tmp_path / "T", progress=False)
     from lever.teacher.model import load_teacher_encoder
 
-    start = {k: v for k, v in load_teacher_encoder(tiny_bert_dir, 16).state_dict().items()}
+    final = load_teacher_encoder(tmp_path / "T" / "encoder", 16).state_dict()
+    start = load_teacher_encoder(tiny_bert_dir, 16).state_dict()
     changed = {k for k in final if not np.array_equal(final[k].numpy(), start[k].numpy())}
     assert changed and all("layer.1." in k for k in changed)  # only the top layer of two trained
     with pytest.raises(ValueError, match="freezes the whole encoder"):
@@ -240,3 +216,17 @@ def test_real_minilm_teacher_end_to_end(tiny_xc_dir, minilm_path, tmp_path):
 
     # the saved encoder keeps the training token limit, so downstream encode() matches the export
     assert load_sentence_encoder(tmp_path / "T" / "encoder").max_seq_length == 16
+
+
+def test_checkpoint_cadence_and_old_layout(tiny_xc_dir, tiny_bert_dir, tmp_path):
+    """``checkpoint_every`` epochs (and the last), ``keep_checkpoints`` kept; a folder holding
+    checkpoints of the former teacher loop is refused instead of silently retrained."""
+    ds = XCDataset.load(tiny_xc_dir)
+    params = _params(tiny_bert_dir, batch_type="label", epochs=3, eval_every=0,
+                     checkpoint_every=2, keep_checkpoints=5)
+    train_teacher(ds, params, tmp_path / "T", progress=False)
+    names = sorted(d.name for d in (tmp_path / "T" / "checkpoints").iterdir())
+    assert names == ["latest", "step-000000006", "step-000000009"]  # 3 steps an epoch
+    (tmp_path / "old" / "checkpoints" / "epoch_0001").mkdir(parents=True)
+    with pytest.raises(ValueError, match="former loop"):
+        train_teacher(ds, params, tmp_path / "old", resume=True, progress=False)

@@ -8,8 +8,8 @@ many epochs over every (document, label) pair become affordable, and so would th
 ``frozen-cpu`` default uses random batches and the softmax loss (measured: docs/teacher.md). Labels without training
 documents still get an embedding: the tower is applied to their text's features.
 
-Everything else (batching, losses, clustering, the schedule, checkpoints, resume, export) is
-``lever.teacher.train.TeacherTrainer``'s; this class only swaps the model.
+Everything else (batching, losses, clustering, export) is ``lever.teacher.train.SiameseTeacher``'s,
+and the loop (schedule, checkpoints, resume) the one trainer's; this class only swaps the model.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import nn
 
 from lever.teacher.batching import PairBatcher
 from lever.teacher.clustering import balanced_kmeans, clustered_order, num_clusters_for
-from lever.teacher.train import TeacherTrainer
+from lever.teacher.train import SiameseTeacher
 
 TOWER_FILE = "tower.safetensors"
 
@@ -131,8 +131,8 @@ def load_tower(path: str | os.PathLike, hidden: int | None = None) -> ResidualTo
     return tower
 
 
-class FrozenTeacherTrainer(TeacherTrainer):
-    """``TeacherTrainer`` with the encoder replaced by a tower over cached frozen features."""
+class FrozenTeacher(SiameseTeacher):
+    """``SiameseTeacher`` with the encoder replaced by a tower over cached frozen features."""
 
     saves_bank = False  # clustering always re-embeds with the current tower: nothing stale to keep
 
@@ -146,7 +146,7 @@ class FrozenTeacherTrainer(TeacherTrainer):
             self.dataset, splits, self.cache_dir, p.encoder, p.max_len, p.embed_batch_size
         )
 
-    def _build_model(self) -> int:
+    def build_model(self) -> int:
         p = self.params
         self.feats = {
             side: torch.from_numpy(np.array(a, dtype=np.float32)).to(self.device)
@@ -188,7 +188,7 @@ class FrozenTeacherTrainer(TeacherTrainer):
         self.bank = side_emb[b.inputs]
         self.bank_filled[:] = True
 
-    def _encode_pair(
+    def encode_pair(
         self, inputs: np.ndarray, sampled: np.ndarray
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One tower pass over the batch's *distinct* rows of both sides, gathered back. Pair
@@ -215,7 +215,7 @@ class FrozenTeacherTrainer(TeacherTrainer):
             return apply_tower(self.tower, self.feats[split])
         return apply_tower(self.tower, self.features((split,))[split])
 
-    def _save_model(self) -> None:
+    def save_model(self) -> None:
         from safetensors.torch import save_file
 
         from lever.utils.atomic import atomic_path
@@ -224,7 +224,7 @@ class FrozenTeacherTrainer(TeacherTrainer):
         with atomic_path(self.out / TOWER_FILE, suffix=".safetensors") as tmp:
             save_file(state, str(tmp))
 
-    def _meta_extra(self) -> dict:
+    def meta_extra(self) -> dict:
         from lever.encoders import resolve_encoder_path
 
         # The base encoder, as lever.train.embeddings reads it; the tower is applied on top of it.

@@ -1,22 +1,33 @@
-"""Training the Siamese teacher: NGAME-style batches, in-batch hard negatives, checkpoints that
-resume to the same result, periodic evaluation and the exported teacher folder.
+"""Training the Siamese teacher on the one trainer (``lever.train.loop.Trainer``): NGAME-style
+batches, in-batch hard negatives, periodic evaluation and the exported teacher folder.
 
-Teacher folder ``T`` (docs/architecture.md): ``T/encoder/`` (kind finetune) or
-``T/tower.safetensors`` (kind frozen), ``T/embeddings/{trn,tst,lbl}.npy``, ``T/config.json``,
-``T/metrics.jsonl``, ``T/checkpoints/epoch_NNNN/``.
+Who does what:
+
+* the :class:`~lever.train.loop.Trainer` runs epochs and steps, the AdamW group, the linear
+  warm-up + decay schedule, AMP, gradient clipping, checkpoints (``T/checkpoints/step-N/``),
+  resume from the last checkpointed step (printed, with tqdm progress) and the epoch log;
+* :class:`SiameseTeacher` (the model family the trainer calls back, as it calls a backbone) draws
+  each epoch's positives and its random or clustered item order (``on_epoch_start``), computes the
+  in-batch loss of a step (``forward_backward``), adds the batch kind and pairs/s to the epoch
+  record (``on_epoch_end``) and keeps the epoch's order, positives, clusters and stale embedding
+  bank in the checkpoints (``extra_state``), so a resumed run equals an uninterrupted one;
+* :class:`TeacherTrainer` slices the teacher's order into batches and evaluates every
+  ``eval_every`` epochs; :func:`train_teacher` then exports the folder.
+
+Teacher folder ``T`` (docs/teacher.md): ``T/encoder/`` (kind finetune) or ``T/tower.safetensors``
+(kind frozen), ``T/embeddings/{trn,tst,lbl}.npy`` + ``meta.json``, ``T/config.json``,
+``T/metrics.jsonl``, ``T/checkpoints/``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
-import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from lever.teacher.batching import TokenTable, batch_slices, make_batcher
 from lever.teacher.clustering import (
@@ -36,10 +47,13 @@ from lever.teacher.model import (
     save_encoder_atomic,
 )
 from lever.teacher.params import TeacherParams
+from lever.train.backbone import Backbone, ParamGroup
+from lever.train.checkpoint import latest_checkpoint
+from lever.train.distributed import DistEnv
+from lever.train.loop import Trainer
+from lever.train.params import OptimParams, RunParams, TrainParams
 from lever.utils.atomic import atomic_path, write_json_atomic, write_text_atomic
 from lever.utils.seed import seed_everything
-
-CHECKPOINT_PREFIX = "epoch_"
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
@@ -47,58 +61,36 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
         np.save(tmp, array)
 
 
-class TeacherTrainer:
-    """Trains ``params.encoder`` on ``dataset`` (an ``XCDataset``) into the folder ``out``."""
+class SiameseTeacher(Backbone):
+    """The fine-tuned Siamese teacher (kind ``finetune``): ``params.encoder`` embeds both sides.
 
-    def __init__(self, dataset, params: TeacherParams, out: str | Path, progress: bool = True):
-        self.dataset = dataset
-        self.params = params.validate()
-        self.out = Path(out)
-        self.progress = progress
+    :class:`lever.teacher.frozen.FrozenTeacher` swaps the model for a tower over frozen features
+    by overriding ``build_model``, ``encode_pair``, ``embed_split``, ``_epoch_order``,
+    ``_fill_bank``, ``save_model`` and ``meta_extra``."""
+
+    name = "teacher"
+    saves_bank = True  # the stale bank cannot be recomputed, so checkpoints keep it
+
+    def __init__(self, params: TeacherParams, dataset, out: str | Path, progress: bool = True):
+        super().__init__(params)
+        self.dataset, self.out, self.progress = dataset, Path(out), progress
         self.device = resolve_device(params.device)
-        self.use_amp = params.amp and self.device.type == "cuda"
         self.schedule = ClusterSchedule(
             params.cl_size, params.cl_start, params.cl_update, tuple(params.curr_steps)
         )
-        self.metrics: list[dict] = []
-
-    # -- setup ---------------------------------------------------------------------------------
-
-    # Kind-specific parts (lever.teacher.frozen.FrozenTeacherTrainer overrides these): the model,
-    # one training step, split embeddings and what the exported folder holds besides embeddings.
-    saves_bank = True  # the stale bank cannot be recomputed, so checkpoints keep it
-
-    def _build(self) -> None:
-        p = self.params
-        seed_everything(p.seed)
-        self.dim = self._build_model()
-        self.batcher = make_batcher(p.batch_type, self.dataset.trn_Y)
-        self.loss_fn = build_loss(p.loss, p.margin, p.num_negatives, p.temperature)
-        self.optimizer = torch.optim.AdamW(
-            self.trainable, lr=p.lr, eps=p.adam_eps, weight_decay=p.weight_decay
-        )
-        self.steps_per_epoch = math.ceil(len(self.batcher) / p.batch_size)
-        total = self.steps_per_epoch * p.epochs
-        warmup = min(p.warmup_steps, total)
-        # Linear warm-up to lr, then linear decay to 0 at the last step.
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda s: (
-                (s + 1) / max(1, warmup)
-                if s < warmup
-                else max(0.0, (total - s) / max(1, total - warmup))
-            ),
-        )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.bank = np.zeros(
-            (len(self.batcher), self.dim), dtype=np.float32
-        )  # stale input-side embeddings
+        seed_everything(params.seed)
+        self.dim = self.build_model()
+        self.batcher = make_batcher(params.batch_type, dataset.trn_Y)
+        self.loss_fn = build_loss(params.loss, params.margin, params.num_negatives, params.temperature)
+        self.bank = np.zeros((len(self.batcher), self.dim), dtype=np.float32)  # stale input side
         self.bank_filled = np.zeros(len(self.batcher), dtype=bool)
         self.clusters: list[np.ndarray] | None = None
-        self.global_step = 0
-        self.start_epoch = 0
+        self.order: np.ndarray | None = None  # this epoch's item order
+        self.epoch_pairs = 0
+        self.inv_prop = dataset_inverse_propensity(dataset, params.propensity_a, params.propensity_b)
 
-    def _build_model(self) -> int:
+    # -- the model -------------------------------------------------------------------------------
+    def build_model(self) -> int:
         """Load and partly freeze the encoder; sets ``module``/``trainable``, returns the dim."""
         p = self.params
         self.encoder = load_teacher_encoder(p.encoder, p.max_len, self.device)
@@ -111,9 +103,7 @@ class TeacherTrainer:
                 "use fewer frozen layers than the model has"
             )
         self._tables: dict[str, TokenTable] | None = None
-        dim_of = getattr(
-            self.encoder, "get_embedding_dimension", None
-        )  # sentence-transformers >= 6
+        dim_of = getattr(self.encoder, "get_embedding_dimension", None)  # sentence-transformers >= 6
         return dim_of() if dim_of else self.encoder.get_sentence_embedding_dimension()
 
     @property
@@ -127,92 +117,76 @@ class TeacherTrainer:
             }
         return self._tables
 
-    # -- checkpoints ---------------------------------------------------------------------------
+    def param_groups(self, module: torch.nn.Module) -> list[ParamGroup]:
+        p = self.params
+        return [
+            ParamGroup(
+                "teacher", self.trainable, "adamw", lr=p.lr, weight_decay=p.weight_decay,
+                eps=p.adam_eps,
+            )
+        ]
 
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.out / "checkpoints"
+    def encode_pair(self, inputs: np.ndarray, sampled: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit-norm embeddings (with gradients) of the batch's inputs and sampled positives."""
+        b = self.batcher
+        fin = {k: v.to(self.device) for k, v in self.tables[b.input_side].features(inputs).items()}
+        fout = {k: v.to(self.device) for k, v in self.tables[b.output_side].features(sampled).items()}
+        return encode_features(self.encoder, fin), encode_features(self.encoder, fout)
 
-    def latest_checkpoint(self) -> Path | None:
-        done = sorted(
-            d
-            for d in self.checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*")
-            if (d / "state.json").exists()
-        )
-        return done[-1] if done else None
+    # -- the trainer's callbacks -----------------------------------------------------------------
+    def on_epoch_start(self, module: torch.nn.Module, epoch: int) -> None:
+        """Draw the epoch's positives and item order (random, or clustered on the bank). Epoch
+        e's randomness depends only on (seed, e); a run resumed inside the epoch gets both back
+        from :meth:`load_extra_state` instead (the weights have moved since)."""
+        p = self.params
+        rng = np.random.default_rng([p.seed, epoch])
+        torch.manual_seed(p.seed * 1_000_003 + epoch)
+        self.batcher.resample(rng)
+        self.order = self._epoch_order(epoch, rng)
+        self.epoch_pairs = 0
 
-    def save_checkpoint(self, epoch: int) -> Path:
-        from safetensors.torch import save_file
-
-        final = self.checkpoint_dir / f"{CHECKPOINT_PREFIX}{epoch + 1:04d}"
-        tmp = self.checkpoint_dir / f".{final.name}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.module.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"))
-        torch.save(
-            {
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-            },
-            tmp / "trainer.pt",
-        )
+    def forward_backward(self, module: torch.nn.Module, items: np.ndarray, amp) -> float:
+        """One batch of items: in-batch loss (co-positives masked), backward, bank update."""
+        inputs, sampled, target = self.batcher.batch(items)
+        with amp.autocast():
+            e_in, e_out = self.encode_pair(inputs, sampled)
+            loss = self.loss_fn(e_in @ e_out.T, target.to(self.device))
+        amp.backward(loss)
         if self.saves_bank:
-            np.save(tmp / "bank.npy", self.bank)
-            np.save(tmp / "bank_filled.npy", self.bank_filled)
+            self.bank[items] = e_in.detach().float().cpu().numpy()
+            self.bank_filled[items] = True
+        self.epoch_pairs += len(items)
+        return float(loss.detach())
+
+    def on_epoch_end(self, module: torch.nn.Module, epoch: int, record: dict[str, Any]) -> None:
+        clustered = self.schedule.clustered(epoch)
+        record["clustered"] = clustered
+        record["cluster_size"] = self.schedule.cluster_size(epoch) if clustered else None
+        record["pairs_per_s"] = round(self.epoch_pairs / max(record["seconds"], 1e-9), 2)
+
+    def extra_state(self, module: torch.nn.Module) -> dict[str, Any]:
+        state: dict[str, Any] = {"sampled": torch.from_numpy(np.asarray(self.batcher.sampled))}
+        if self.order is not None:
+            state["order"] = torch.from_numpy(np.asarray(self.order))
         if self.clusters is not None:
-            np.savez(
-                tmp / "clusters.npz",
-                members=np.concatenate(self.clusters),
-                sizes=np.array([len(c) for c in self.clusters], dtype=np.int64),
-            )
-        # state.json last: its presence marks a complete checkpoint.
-        write_json_atomic(
-            tmp / "state.json",
-            {"epoch": epoch, "global_step": self.global_step, "params": self.params.to_dict()},
-        )
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        kept = sorted(self.checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*"))
-        for old in kept[: -self.params.keep_checkpoints]:
-            shutil.rmtree(old)
-        return final
-
-    def load_checkpoint(self, ckpt: Path) -> None:
-        from safetensors.torch import load_file
-
-        state = json.loads((ckpt / "state.json").read_text())
-        saved = {k: v for k, v in state["params"].items() if k not in _RESUMABLE_CHANGES}
-        now = {k: v for k, v in self.params.to_dict().items() if k not in _RESUMABLE_CHANGES}
-        if saved != now:
-            diff = sorted(k for k in now if saved.get(k) != now[k])
-            raise ValueError(
-                f"{ckpt}: checkpoint was made with different settings ({', '.join(diff)}); "
-                "resume with the same parameters or train into a new folder"
-            )
-        self.module.load_state_dict(
-            load_file(str(ckpt / "model.safetensors"), device=str(self.device))
-        )
-        trainer = torch.load(ckpt / "trainer.pt", weights_only=True, map_location=self.device)
-        self.optimizer.load_state_dict(trainer["optimizer"])
-        self.scheduler.load_state_dict(trainer["scheduler"])
-        self.scaler.load_state_dict(trainer["scaler"])
-        torch.set_rng_state(trainer["torch_rng"].cpu())
+            state["cluster_members"] = torch.from_numpy(np.concatenate(self.clusters))
+            state["cluster_sizes"] = torch.tensor([len(c) for c in self.clusters], dtype=torch.int64)
         if self.saves_bank:
-            self.bank = np.load(ckpt / "bank.npy")
-            self.bank_filled = np.load(ckpt / "bank_filled.npy")
-        if (ckpt / "clusters.npz").exists():
-            with np.load(ckpt / "clusters.npz", allow_pickle=False) as z:
-                self.clusters = np.split(z["members"], np.cumsum(z["sizes"])[:-1])
-        self.global_step = int(state["global_step"])
-        self.start_epoch = int(state["epoch"]) + 1
+            state["bank"] = torch.from_numpy(self.bank)
+            state["bank_filled"] = torch.from_numpy(self.bank_filled)
+        return state
 
-    # -- training ------------------------------------------------------------------------------
+    def load_extra_state(self, module: torch.nn.Module, state: dict[str, Any]) -> None:
+        self.batcher.sampled = state["sampled"].cpu().numpy()
+        self.order = state["order"].cpu().numpy() if "order" in state else None
+        if "cluster_members" in state:
+            members, sizes = state["cluster_members"].cpu().numpy(), state["cluster_sizes"].cpu().numpy()
+            self.clusters = np.split(members, np.cumsum(sizes)[:-1])
+        if self.saves_bank:
+            self.bank = state["bank"].cpu().numpy().copy()
+            self.bank_filled = state["bank_filled"].cpu().numpy().copy()
 
+    # -- batches ---------------------------------------------------------------------------------
     def _fill_bank(self) -> None:
         """Embed items not yet seen in training (clustering from epoch 0) with the current model."""
         missing = np.flatnonzero(~self.bank_filled)
@@ -222,9 +196,7 @@ class TeacherTrainer:
         texts = self.dataset.lbl_texts if side == "lbl" else self.dataset.trn_texts
         rows = self.batcher.inputs[missing]
         self.bank[missing] = embed(
-            self.encoder,
-            [texts[r] for r in rows],
-            self.params.embed_batch_size,
+            self.encoder, [texts[r] for r in rows], self.params.embed_batch_size,
             show_progress=self.progress,
         )
         self.bank_filled[missing] = True
@@ -239,175 +211,83 @@ class TeacherTrainer:
             self.clusters = balanced_kmeans(self.bank, k, rng)
         return clustered_order(self.clusters, rng)
 
-    def _encode_pair(
-        self, inputs: np.ndarray, sampled: np.ndarray
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unit-norm embeddings (with gradients) of the batch's inputs and sampled positives."""
-        b = self.batcher
-        fin = {k: v.to(self.device) for k, v in self.tables[b.input_side].features(inputs).items()}
-        fout = {
-            k: v.to(self.device) for k, v in self.tables[b.output_side].features(sampled).items()
-        }
-        return encode_features(self.encoder, fin), encode_features(self.encoder, fout)
-
-    def _step(self, items: np.ndarray) -> float:
-        inputs, sampled, target = self.batcher.batch(items)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
-            e_in, e_out = self._encode_pair(inputs, sampled)
-            loss = self.loss_fn(e_in @ e_out.T, target.to(self.device))
-        self.scaler.scale(loss).backward()
-        if self.params.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.trainable, self.params.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        self.global_step += 1
-        if self.saves_bank:
-            self.bank[items] = e_in.detach().float().cpu().numpy()
-            self.bank_filled[items] = True
-        return float(loss.detach())
-
-    def train_epoch(self, epoch: int) -> dict:
-        p = self.params
-        # Epoch e's randomness depends only on (seed, e), so a resumed run replays it exactly.
-        rng = np.random.default_rng([p.seed, epoch])
-        torch.manual_seed(p.seed * 1_000_003 + epoch)
-        self.batcher.resample(rng)
-        order = self._epoch_order(epoch, rng)
-        self.module.train()
-        losses, t0 = [], time.perf_counter()
-        bar = tqdm(
-            batch_slices(order, p.batch_size),
-            desc=f"teacher epoch {epoch + 1}/{p.epochs}",
-            disable=not self.progress,
-            leave=False,
-        )
-        pairs = 0
-        for items in bar:
-            if len(items) < 2:  # a lone item has no in-batch negative
-                continue
-            losses.append(self._step(items))
-            pairs += len(items)
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        secs = time.perf_counter() - t0
-        return {
-            "epoch": epoch + 1,
-            "loss": float(np.mean(losses)) if losses else float("nan"),
-            "clustered": self.schedule.clustered(epoch),
-            "cluster_size": self.schedule.cluster_size(epoch)
-            if self.schedule.clustered(epoch)
-            else None,
-            "lr": self.scheduler.get_last_lr()[0],
-            "seconds": round(secs, 2),
-            "pairs_per_s": round(pairs / max(secs, 1e-9), 2),
-            "step": self.global_step,
-        }
-
+    # -- evaluation and export -------------------------------------------------------------------
     def embed_split(self, split: str) -> np.ndarray:
-        texts = {
-            "trn": self.dataset.trn_texts,
-            "tst": self.dataset.tst_texts,
-            "lbl": self.dataset.lbl_texts,
-        }[split]
-        return embed(self.encoder, texts, self.params.embed_batch_size, show_progress=self.progress)
+        texts = {"trn": self.dataset.trn_texts, "tst": self.dataset.tst_texts, "lbl": self.dataset.lbl_texts}
+        return embed(self.encoder, texts[split], self.params.embed_batch_size, show_progress=self.progress)
 
     def evaluate(self, lbl: np.ndarray | None = None, tst: np.ndarray | None = None) -> dict:
+        """kNN retrieval of the test documents among the label embeddings (filter applied)."""
         lbl = self.embed_split("lbl") if lbl is None else lbl
         tst = self.embed_split("tst") if tst is None else tst
-        return evaluate_embeddings(
-            tst,
-            lbl,
-            self.dataset.tst_Y,
-            self.inv_prop,
-            self.dataset.tst_filter,
-            k=self.params.eval_k,
-        )
+        d = self.dataset
+        return evaluate_embeddings(tst, lbl, d.tst_Y, self.inv_prop, d.tst_filter, k=self.params.eval_k)
 
-    def _write_metrics(self) -> None:
-        write_text_atomic(
-            self.out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.metrics)
-        )
-
-    def fit(self, resume: bool = False) -> dict:
-        """Train, checkpointing and evaluating as configured; export the teacher folder. Returns the
-        final test metrics."""
-        p = self.params
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._build()
-        self.inv_prop = dataset_inverse_propensity(self.dataset, p.propensity_a, p.propensity_b)
-        ckpt = self.latest_checkpoint() if resume else None
-        if ckpt is not None:
-            self.load_checkpoint(ckpt)
-            if self.progress:
-                tqdm.write(f"resuming from {ckpt} (epoch {self.start_epoch + 1} of {p.epochs})")
-            if (self.out / "metrics.jsonl").exists():
-                self.metrics = [
-                    json.loads(line)
-                    for line in (self.out / "metrics.jsonl").read_text().splitlines()
-                    if line.strip() and json.loads(line).get("epoch", 0) <= self.start_epoch
-                ]
-        elif self.checkpoint_dir.exists() and any(self.checkpoint_dir.iterdir()):
-            raise ValueError(
-                f"{self.out}: already holds checkpoints; pass --resume to continue, or use a new "
-                "folder"
-            )
-        p.save(self.out / "config.json")
-        for epoch in range(self.start_epoch, p.epochs):
-            record = self.train_epoch(epoch)
-            last = epoch == p.epochs - 1
-            if not last and p.eval_every and (epoch + 1) % p.eval_every == 0:
-                record["test"] = self.evaluate()
-            self.metrics.append(record)
-            self._write_metrics()
-            if self.progress:
-                tqdm.write(json.dumps(record))
-            if last or (epoch + 1) % p.checkpoint_every == 0:
-                self.save_checkpoint(epoch)
-        return self.export()
-
-    def export(self) -> dict:
-        """Save the model and the lbl/tst/trn embeddings. The test metrics are computed and
-        logged as soon as lbl and tst exist, before the (largest) train split is embedded."""
-        self._save_model()
-        emb = {}
-        for split in ("lbl", "tst"):
-            emb[split] = self.embed_split(split)
-            save_npy_atomic(self.out / "embeddings" / f"{split}.npy", emb[split])
-        final = {
-            "epoch": self.params.epochs,
-            "final": True,
-            "test": self.evaluate(emb["lbl"], emb["tst"]),
-        }
-        self.metrics = [m for m in self.metrics if not m.get("final")] + [final]
-        self._write_metrics()
-        if self.progress:
-            tqdm.write(json.dumps(final))
-        emb["trn"] = self.embed_split("trn")
-        save_npy_atomic(self.out / "embeddings" / "trn.npy", emb["trn"])
-        # meta.json last: the dataset fingerprint the soft-label stage checks.
-        fingerprint = self.dataset.fingerprint() if hasattr(self.dataset, "fingerprint") else None
-        write_json_atomic(
-            self.out / "embeddings" / "meta.json",
-            {
-                "dataset": getattr(self.dataset, "name", None),
-                "fingerprint": fingerprint,
-                "rows": {s: int(a.shape[0]) for s, a in emb.items()},
-                "dim": int(emb["lbl"].shape[1]),
-                "max_len": self.params.max_len,
-                "normalised": True,
-                "kind": self.params.kind,
-                **self._meta_extra(),
-            },
-        )
-        return final["test"]
-
-    def _save_model(self) -> None:
+    def save_model(self) -> None:
         save_encoder_atomic(self.encoder, self.out / "encoder")
 
-    def _meta_extra(self) -> dict:
+    def meta_extra(self) -> dict:
         return {}
+
+
+def loop_params(params: TeacherParams, out: str | Path, total_steps: int,
+                checkpoint_every_steps: int = 0) -> TrainParams:
+    """The trainer's settings of a teacher run: ``params.epochs``, linear warm-up to the group's
+    lr over ``min(warmup_steps, total_steps)`` steps then linear decay to 0 at the last step,
+    clipping at ``grad_clip``, AMP on CUDA. Learning rate, weight decay and Adam's eps are the
+    teacher's parameter group's (``SiameseTeacher.param_groups``)."""
+    return TrainParams(
+        backbone=SiameseTeacher.name,
+        out=str(out),
+        optim=OptimParams(
+            epochs=params.epochs,
+            schedule="linear",
+            warmup_steps=min(params.warmup_steps, total_steps),
+            max_grad_norm=params.grad_clip,
+            amp=params.amp,
+        ),
+        run=RunParams(device=params.device, checkpoint_every_steps=checkpoint_every_steps, seed=params.seed),
+    )
+
+
+class TeacherTrainer(Trainer):
+    """The :class:`~lever.train.loop.Trainer` over a teacher's batches: the epoch's item order in
+    slices of ``batch_size`` (a lone last item is skipped: it has no in-batch negative), evaluated
+    every ``eval_every`` epochs before the last (the last is evaluated by the export)."""
+
+    def __init__(self, teacher: SiameseTeacher, show: bool = True, checkpoint_every_steps: int = 0):
+        p = teacher.params
+        self.backbone, self.module, self.trainable = teacher, teacher.module, teacher.trainable
+        self.dataset, self.device, self.env, self.show = teacher.dataset, teacher.device, DistEnv(), show
+        self.run_dir = teacher.out
+        steps_per_epoch = math.ceil(len(teacher.batcher) / p.batch_size)
+        self.params = loop_params(p, teacher.out, steps_per_epoch * p.epochs, checkpoint_every_steps)
+        self.optim = self.params.optim
+        self.init_loop(steps_per_epoch)
+        self.checkpoint_every_epochs = p.checkpoint_every
+        self.keep_checkpoints = p.keep_checkpoints
+
+    def epoch_batches(self, epoch: int, start_step: int):
+        teacher = self.backbone
+        batches = batch_slices(teacher.order, teacher.params.batch_size)
+        for step in range(start_step, len(batches)):
+            if len(batches[step]) >= 2:
+                yield step, [batches[step]]
+
+    def evaluate_epoch(self, epoch: int) -> dict[str, float] | None:
+        p = self.backbone.params
+        if p.eval_every and (epoch + 1) % p.eval_every == 0 and epoch + 1 < p.epochs:
+            return self.backbone.evaluate()
+        return None
+
+
+def make_teacher(params: TeacherParams, dataset, out: str | Path, progress: bool = True) -> SiameseTeacher:
+    """The teacher of ``params.kind``, its model built."""
+    if params.kind == "frozen":
+        from lever.teacher.frozen import FrozenTeacher
+
+        return FrozenTeacher(params, dataset, out, progress)
+    return SiameseTeacher(params, dataset, out, progress)
 
 
 # Settings that may differ between the run that wrote a checkpoint and the one resuming it.
@@ -423,11 +303,86 @@ _RESUMABLE_CHANGES = {
 }
 
 
-def train_teacher(
-    dataset, params: TeacherParams, out: str | Path, resume: bool = False, progress: bool = True
-) -> dict:
-    if params.kind == "frozen":
-        from lever.teacher.frozen import FrozenTeacherTrainer
+def _check_resumable(config: Path, params: TeacherParams) -> None:
+    if not config.exists():
+        raise ValueError(f"{config}: missing, but the folder holds checkpoints; train into a new folder")
+    saved = TeacherParams.load(config).to_dict()
+    now = params.to_dict()
+    diff = sorted(k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k])
+    if diff:
+        raise ValueError(
+            f"{config.parent}: checkpoint was made with different settings ({', '.join(diff)}); "
+            "resume with the same parameters or train into a new folder"
+        )
 
-        return FrozenTeacherTrainer(dataset, params, out, progress=progress).fit(resume=resume)
-    return TeacherTrainer(dataset, params, out, progress=progress).fit(resume=resume)
+
+def train_teacher(
+    dataset,
+    params: TeacherParams,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    checkpoint_every_steps: int = 0,
+) -> dict:
+    """Train a teacher of ``params.kind`` on ``dataset`` (an ``XCDataset``) into the folder
+    ``out`` and export it; returns the final test metrics. ``resume``: continue from the folder's
+    last checkpoint (otherwise a folder with checkpoints is refused). ``checkpoint_every_steps``
+    adds checkpoints inside epochs (a run-control setting: the result does not depend on it)."""
+    params = params.validate()
+    out = Path(out)
+    if any((out / "checkpoints").glob("epoch_*")):
+        raise ValueError(
+            f"{out / 'checkpoints'}: epoch_NNNN checkpoints of the teacher's former loop, which "
+            "the trainer cannot resume; train into a new folder"
+        )
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None and not resume:
+        raise ValueError(
+            f"{out}: already holds checkpoints; pass --resume to continue, or use a new folder"
+        )
+    if ckpt is not None:
+        _check_resumable(out / "config.json", params)
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = make_teacher(params, dataset, out, progress)
+    trainer = TeacherTrainer(teacher, progress, checkpoint_every_steps)
+    if ckpt is not None:
+        trainer.resume(ckpt)
+    params.save(out / "config.json")
+    trainer.run_epochs(None)
+    return export(teacher)
+
+
+def export(teacher: SiameseTeacher) -> dict:
+    """Save the model and the lbl/tst/trn embeddings. The test metrics are computed and logged
+    as soon as lbl and tst exist, before the (largest) train split is embedded."""
+    out, params, dataset = teacher.out, teacher.params, teacher.dataset
+    teacher.save_model()
+    emb = {}
+    for split in ("lbl", "tst"):
+        emb[split] = teacher.embed_split(split)
+        save_npy_atomic(out / "embeddings" / f"{split}.npy", emb[split])
+    final = {"epoch": params.epochs, "final": True, "test": teacher.evaluate(emb["lbl"], emb["tst"])}
+    log = out / "metrics.jsonl"
+    lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+    kept = [x for x in lines if x.strip() and not json.loads(x).get("final")]
+    write_text_atomic(log, "".join(x + "\n" for x in [*kept, json.dumps(final)]))
+    if teacher.progress:
+        print(json.dumps(final))
+    emb["trn"] = teacher.embed_split("trn")
+    save_npy_atomic(out / "embeddings" / "trn.npy", emb["trn"])
+    # meta.json last: the dataset fingerprint the soft-label stage checks.
+    fingerprint = dataset.fingerprint() if hasattr(dataset, "fingerprint") else None
+    write_json_atomic(
+        out / "embeddings" / "meta.json",
+        {
+            "dataset": getattr(dataset, "name", None),
+            "fingerprint": fingerprint,
+            "rows": {s: int(a.shape[0]) for s, a in emb.items()},
+            "dim": int(emb["lbl"].shape[1]),
+            "max_len": params.max_len,
+            "normalised": True,
+            "kind": params.kind,
+            **teacher.meta_extra(),
+        },
+    )
+    return final["test"]

@@ -275,7 +275,13 @@ class Backbone:
         :meth:`extra_state`."""
 
     def on_epoch_start(self, module: torch.nn.Module, epoch: int) -> None:
-        """Work before each epoch (e.g. ELIAS refreshes its cluster parents)."""
+        """Work before each epoch (e.g. ELIAS refreshes its cluster parents, the teacher draws and
+        clusters its batches). Not repeated when a run resumes inside the epoch (a mid-epoch
+        checkpoint): keep what it computes in :meth:`extra_state`."""
+
+    def on_epoch_end(self, module: torch.nn.Module, epoch: int, record: dict[str, Any]) -> None:
+        """Work after each epoch, before it is logged and checkpointed; may add fields to the
+        epoch's ``metrics.jsonl`` ``record`` (epoch, global_step, loss, lr, seconds, test)."""
 
     def on_step_end(self, module: torch.nn.Module, global_step: int) -> None:
         """Work after each optimizer step (``global_step`` counts steps taken, from 1)."""

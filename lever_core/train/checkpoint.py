@@ -64,8 +64,10 @@ def save_checkpoint(
     rank: int,
     world_size: int,
     barrier,
+    keep: int = KEEP,
 ) -> Path:
-    """Every rank writes its three files; then rank 0 moves ``latest`` and prunes old folders."""
+    """Every rank writes its three files; then rank 0 moves ``latest`` and keeps the newest
+    ``keep`` folders."""
     ckpt_root = Path(run_dir) / "checkpoints"
     folder = ckpt_root / f"step-{int(state['global_step']):09d}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,7 +81,7 @@ def save_checkpoint(
     if rank == 0:
         write_text_atomic(ckpt_root / "latest", folder.name + "\n")
         old = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir() and p != folder)
-        for p in old[: max(0, len(old) - (KEEP - 1))]:
+        for p in old[: max(0, len(old) - (keep - 1))]:
             shutil.rmtree(p, ignore_errors=True)
     barrier()
     return folder

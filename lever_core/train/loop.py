@@ -33,7 +33,7 @@ from lever.train.backbone import (
     stage_epochs,
     to_device,
 )
-from lever.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lever.train.checkpoint import KEEP, latest_checkpoint, load_checkpoint, save_checkpoint
 from lever.train.distributed import (
     DistEnv,
     all_reduce_sum,
@@ -176,6 +176,19 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+def _drop_records_after(path: Path, epochs_done: int) -> None:
+    """Keep the log records of the epochs a resumed run does not repeat: a run stopped between
+    logging an epoch and checkpointing it would otherwise log that epoch twice."""
+    from lever.utils.atomic import write_text_atomic
+
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [x for x in lines if x.strip() and json.loads(x).get("epoch", 0) <= epochs_done]
+    if len(kept) != len(lines):
+        write_text_atomic(path, "".join(x + "\n" for x in kept))
+
+
 def _iterate_steps(
     sampler: GlobalBatchSampler, builder: BatchBuilder, epoch: int, start_step: int, workers: int
 ):
@@ -297,21 +310,43 @@ class Trainer:
         self.module = backbone.build(ctx).to(device)
         self.trainable = [p for p in self.module.parameters() if p.requires_grad]
         broadcast_parameters(self.trainable, env)
-        self.stages = backbone.stages(self.module)
-        self.stage_epochs = stage_epochs(self.stages, self.optim.epochs)
-        self.amp = AmpContext(device, self.optim.amp)
         self.sampler = GlobalBatchSampler(
             rows.num_rows, self.optim.batch_size, env.world_size, env.rank, self.optim.grad_accum,
             run.seed,
         )
         self.builder = BatchBuilder(rows, backbone.batch_inputs, loss_params, hooks)
-        self.steps_per_epoch = self.sampler.steps_per_epoch()
         # Different ranks draw different dropout masks; the init above was identical everywhere.
         torch.manual_seed(run.seed * 1000 + 1 + env.rank)
+        self.init_loop(self.sampler.steps_per_epoch())
+
+    def init_loop(self, steps_per_epoch: int) -> None:
+        """The loop's own state, once ``backbone``, ``module``, ``trainable``, ``params``,
+        ``optim``, ``device``, ``env``, ``show`` and ``run_dir`` are set. A subclass that brings
+        its own batches (the teacher, ``lever.teacher.train``) calls it from its ``__init__`` and
+        overrides :meth:`epoch_batches` and :meth:`evaluate_epoch`."""
+        self.stages = self.backbone.stages(self.module)
+        self.stage_epochs = stage_epochs(self.stages, self.optim.epochs)
+        self.amp = AmpContext(self.device, self.optim.amp)
+        self.steps_per_epoch = steps_per_epoch
         self.stage: int | None = None  # the stage whose optimizers are built
         self.optimizers: list[tuple[str, torch.optim.Optimizer, float]] = []
         self.epoch, self.start_step, self.global_step = 0, 0, 0
         self.epoch_loss, self.epoch_steps = 0.0, 0
+        self.checkpoint_every_epochs = 1  # the last epoch is always checkpointed
+        self.keep_checkpoints = KEEP
+
+    def epoch_batches(self, epoch: int, start_step: int):
+        """``(step, [micro-batch, ...])`` of ``epoch`` from ``start_step`` on."""
+        return _iterate_steps(self.sampler, self.builder, epoch, start_step, self.params.run.num_workers)
+
+    def evaluate_epoch(self, epoch: int) -> dict[str, float] | None:
+        """Test metrics every ``eval_every`` epochs and after the last (rank 0), else None."""
+        p = self.params.run
+        if (epoch + 1) % p.eval_every and epoch + 1 != self.optim.epochs:
+            return None
+        return evaluate_module(
+            self.backbone, self.module, self.dataset, p.eval_k, self.device, self.show, self.env
+        )
 
     # -- stages ----------------------------------------------------------------------------------
     def stage_of(self, epoch: int) -> int:
@@ -348,7 +383,10 @@ class Trainer:
             "backbone": self.backbone.extra_state(self.module),
         }
         env = self.env
-        save_checkpoint(self.run_dir, self.module, state, env.rank, env.world_size, env.barrier)
+        save_checkpoint(
+            self.run_dir, self.module, state, env.rank, env.world_size, env.barrier,
+            keep=self.keep_checkpoints,
+        )
 
     def resume(self, ckpt: Path) -> None:
         env = self.env
@@ -367,6 +405,8 @@ class Trainer:
         self.epoch, self.start_step = int(state["epoch"]), int(state["next_step"])
         self.global_step = int(state["global_step"])
         self.epoch_loss, self.epoch_steps = float(state["epoch_loss"]), int(state["epoch_steps"])
+        if env.is_main:
+            _drop_records_after(self.run_dir / "metrics.jsonl", self.epoch)
         if self.show:
             print(f"resuming {self.run_dir} from {ckpt.name} (epoch {self.epoch + 1}, step {self.start_step})")
 
@@ -387,12 +427,11 @@ class Trainer:
             self.enter_stage(self.stage_of(epoch))
         t_epoch = time.time()
         self.module.train()
-        self.backbone.on_epoch_start(self.module, epoch)
+        if self.start_step == 0:  # resumed inside the epoch: its start is in extra_state
+            self.backbone.on_epoch_start(self.module, epoch)
         bar = tqdm(total=self.steps_per_epoch, initial=self.start_step,
                    desc=f"epoch {epoch + 1}/{self.optim.epochs}", disable=not self.show, leave=False)
-        for step, micro in _iterate_steps(
-            self.sampler, self.builder, epoch, self.start_step, p.num_workers
-        ):
+        for step, micro in self.epoch_batches(epoch, self.start_step):
             self.optimizer_step(micro)
             bar.update(1)
             bar.set_postfix(loss=f"{self.epoch_loss / self.epoch_steps:.4g}")
@@ -437,7 +476,7 @@ class Trainer:
 
     def end_epoch(self, seconds: float) -> None:
         """Log (and every ``eval_every`` epochs evaluate) the epoch, then checkpoint."""
-        p, epoch = self.params.run, self.epoch
+        epoch = self.epoch
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "global_step": self.global_step,
@@ -445,12 +484,10 @@ class Trainer:
             "lr": {name: opt.param_groups[0]["lr"] for name, opt, _ in self.optimizers},
             "seconds": round(seconds, 3),
         }
-        if (epoch + 1) % p.eval_every == 0 or epoch + 1 == self.optim.epochs:
-            test = evaluate_module(
-                self.backbone, self.module, self.dataset, p.eval_k, self.device, self.show, self.env
-            )
-            if test is not None:
-                record["test"] = test
+        test = self.evaluate_epoch(epoch)
+        if test is not None:
+            record["test"] = test
+        self.backbone.on_epoch_end(self.module, epoch, record)
         if self.env.is_main:
             _append_jsonl(self.run_dir / "metrics.jsonl", record)
             if self.show:
@@ -461,7 +498,8 @@ class Trainer:
                 tqdm.write(f"epoch {epoch + 1}: loss {record['loss']:.5g} {shown}")
         self.epoch += 1
         self.start_step, self.epoch_loss, self.epoch_steps = 0, 0.0, 0
-        self.checkpoint(self.epoch, 0)
+        if self.epoch % self.checkpoint_every_epochs == 0 or self.epoch >= self.optim.epochs:
+            self.checkpoint(self.epoch, 0)
 
 
 def _finish(
