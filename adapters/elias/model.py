@@ -159,8 +159,8 @@ class EliasModule(nn.Module):
         emb = self.head(inputs).float()
         log_c = self.cluster_logs(emb)
         beam = min(self.beam, self.num_clusters)
-        top_c = log_c.topk(beam, dim=1)
-        ids, logs = self.expand(top_c.indices, top_c.values, self.edge_logs())
+        top_c = log_c.argsort(dim=1, descending=True, stable=True)[:, :beam]  # ties: lower cluster id
+        ids, logs = self.expand(top_c, log_c.gather(1, top_c), self.edge_logs())
         if exclude is not None:
             logs = torch.where(exclude(ids), float("-inf"), logs)
             ids = torch.where(torch.isfinite(logs), ids, self.num_labels)

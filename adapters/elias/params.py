@@ -77,6 +77,9 @@ class EliasParams(Params):
         for name in ("alpha", "beta"):
             if float(getattr(self, name)) <= 0:
                 raise bad(name, "a number > 0")
+        if self.beta >= self.kappa:  # β·softmax over κ slots would be ≥ 1 everywhere
+            raise bad("beta", f"less than kappa={self.kappa}, else every edge saturates at 1 and the "
+                      "adjacency cannot learn")
         for name in ("loss_lambda", "cluster_weight", "index_teacher_weight", "weight_decay"):
             if float(getattr(self, name)) < 0:
                 raise bad(name, "a number >= 0")

@@ -243,7 +243,7 @@ class EliasBackbone(Backbone):
         all_c = torch.arange(module.num_clusters, device=dev).expand(rows, -1)
         keys = hooks.lever_shortlist(cand_ids=all_c, cand_scores=log_c.exp().detach(), targets=t_c, level=0)
         per_row = torch.bincount(t_c.rows, minlength=rows).clamp(min=min(p.beam + p.train_beam_extra, module.num_clusters))
-        chosen = keys.topk(int(per_row.max()), dim=1).indices
+        chosen = _best(keys, int(per_row.max()))
         kept = torch.arange(chosen.shape[1], device=dev) < per_row[:, None]
         logs_sel = torch.where(kept, log_c.gather(1, chosen), float("-inf"))
         cand_ids, cand_logs = module.expand(chosen, logs_sel, module.edge_logs())
@@ -256,7 +256,7 @@ class EliasBackbone(Backbone):
         keys = hooks.lever_shortlist(cand_ids=cand_ids, cand_scores=probs, targets=targets, level=None)
         found = (targets.lookup(cand_ids) > 0) & valid
         per_row = found.sum(1).clamp(min=p.shortlist).clamp(max=cand_ids.shape[1])
-        top = keys.topk(int(per_row.max()), dim=1).indices
+        top = _best(keys, int(per_row.max()))
         ids = cand_ids.gather(1, top)
         ids = torch.where(torch.arange(top.shape[1], device=dev) < per_row[:, None], ids, num_labels)
         log_s = torch.where(ids < num_labels, cand_logs.gather(1, top), float("-inf"))
@@ -304,6 +304,12 @@ class EliasBackbone(Backbone):
 
         p, ids = module.search(inputs, k, mask)
         return ids.cpu().numpy(), p.float().cpu().numpy()
+
+
+def _best(keys: torch.Tensor, n: int) -> torch.Tensor:
+    """Positions of the ``n`` highest keys per row; ties keep their order (a row's choice never
+    depends on the width the rest of the batch pads it to)."""
+    return keys.argsort(dim=1, descending=True, stable=True)[:, :n]
 
 
 def main(argv: list[str] | None = None) -> int:
