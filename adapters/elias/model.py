@@ -137,8 +137,15 @@ class EliasModule(nn.Module):
     def label_logits(self, emb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """z = w_l·φ(x) + b_l for ``ids [B, K]`` (padding scores 0)."""
         safe = ids.clamp(max=self.num_labels - 1)
-        w = F.embedding(safe, self.label_weight)  # [B, K, d]
-        z = torch.bmm(w, emb.float().unsqueeze(2)).squeeze(2) + self.label_bias[safe]
+        labels, where = torch.unique(safe, return_inverse=True)
+        if labels.numel() <= 32 * ids.shape[1]:
+            # Rows of a batch share most candidates (their clusters overlap): one GEMM against the
+            # distinct labels beats gathering a [B, K, d] copy of the weights (memory bound).
+            z = (emb.float() @ self.label_weight[labels].t()).gather(1, where)
+        else:
+            w = F.embedding(safe, self.label_weight)  # [B, K, d]
+            z = torch.bmm(w, emb.float().unsqueeze(2)).squeeze(2)
+        z = z + self.label_bias[safe]
         return torch.where(ids < self.num_labels, z, 0.0)
 
     # -- prediction ------------------------------------------------------------------------------
