@@ -474,11 +474,41 @@ def lever_bce_shortlist(
     label_ids: torch.Tensor,
     targets: SparseTargets,
     reduction: str = "mean",
+    weight: float | torch.Tensor = 1.0,
 ) -> torch.Tensor:
     """BCE over a shortlist: logits ``[B, K]`` scored for ``label_ids [B, K]``. Target entries
     outside the shortlist are ignored; padding ids (``< 0`` or ``>= L``) contribute nothing and
-    ``mean`` divides by the number of non-padding entries."""
+    ``mean`` divides by the number of non-padding entries. ``weight`` (a number or a tensor
+    broadcastable to ``[B, K]``) multiplies each entry's term."""
     _check_reduction(reduction)
+    z, t, valid = _shortlist_terms(logits, label_ids, targets)
+    per_entry = torch.where(valid, (F.softplus(z) - t * z) * weight, torch.zeros((), device=z.device))
+    total = per_entry.sum()
+    return total / valid.sum().clamp(min=1) if reduction == "mean" else total
+
+
+def lever_recall_shortlist(
+    logits: torch.Tensor,
+    label_ids: torch.Tensor,
+    targets: SparseTargets,
+    reduction: str = "mean",
+    weight: float | torch.Tensor = 1.0,
+) -> torch.Tensor:
+    """The positive-only recall term over a shortlist, ``Σ_{(b,k): t>0} −t·log σ(z_bk)`` (ELIAS's
+    shortlist loss ``−Σ_{l∈y⁺∩Ĉ} log ŝ_l`` when ``z = logit(ŝ)`` and ``t = y``; with LEVER targets
+    teacher labels pull with their blended weight). Candidates without a target add nothing;
+    ``mean`` divides by the number of rows. ``weight`` as in :func:`lever_bce_shortlist`."""
+    _check_reduction(reduction)
+    z, t, valid = _shortlist_terms(logits, label_ids, targets)
+    per_entry = torch.where(valid & (t > 0), t * F.softplus(-z) * weight, torch.zeros((), device=z.device))
+    total = per_entry.sum()
+    return total / max(1, z.shape[0]) if reduction == "mean" else total
+
+
+def _shortlist_terms(
+    logits: torch.Tensor, label_ids: torch.Tensor, targets: SparseTargets
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Float logits, the targets looked up at ``label_ids`` and the mask of non-padding ids."""
     if logits.shape != label_ids.shape:
         raise ValueError(
             f"shortlist logits {tuple(logits.shape)} and label ids {tuple(label_ids.shape)} differ in shape"
@@ -486,15 +516,16 @@ def lever_bce_shortlist(
     z = logits.float()
     t = targets.lookup(label_ids.to(z.device))
     valid = (label_ids >= 0) & (label_ids < targets.shape[1])
-    per_entry = torch.where(valid, F.softplus(z) - t * z, torch.zeros((), device=z.device))
-    total = per_entry.sum()
-    return total / valid.sum().clamp(min=1) if reduction == "mean" else total
+    return z, t, valid
 
 
 # ---------------------------------------------------------------------------------------------
 # Levels: a training step's scores, one entry per level of a label tree
 # ---------------------------------------------------------------------------------------------
 LABELS = "labels"
+
+
+LEVEL_LOSSES = ("bce", "recall")
 
 
 @dataclasses.dataclass
@@ -504,11 +535,23 @@ class Level:
     ``logits [B, K]``; ``ids [B, K]`` the candidate id of each logit (padding ``< 0`` or ``>= the
     size of the id space``), or ``None`` when the logits are dense over every id ``0 .. K−1``;
     ``space`` is :data:`LABELS` or the int ``i`` for the clusters of tree level ``i`` (ELIAS:
-    clusters then labels; CascadeXML: 3–4 levels). A one-vs-all head returns one dense level."""
+    clusters then labels; CascadeXML: 3–4 levels). A one-vs-all head returns one dense level.
+
+    ``loss`` is the term the default loss (:func:`levels_bce`) takes over the level: ``bce``
+    (every entry) or ``recall`` (``−t·log σ(z)`` on the target entries only: a positive-only
+    recall term such as ELIAS's shortlist loss, which never pushes candidates down). ``weight``
+    multiplies the level's terms: a number, or a tensor broadcastable to ``[B, K]`` (e.g. one
+    weight per row) for shortlist levels."""
 
     logits: torch.Tensor
     ids: torch.Tensor | None = None
     space: str | int = LABELS
+    loss: str = "bce"
+    weight: float | torch.Tensor = 1.0
+
+    def __post_init__(self) -> None:
+        if self.loss not in LEVEL_LOSSES:
+            raise ValueError(f"Level.loss={self.loss!r}: expected one of {LEVEL_LOSSES}")
 
     @property
     def is_shortlist(self) -> bool:
@@ -548,16 +591,25 @@ def project_targets(
 
 
 def levels_bce(levels: Sequence[Level], targets: Sequence[SparseTargets], reduction: str) -> torch.Tensor:
-    """The default LEVER loss of a training step: the BCE of every level against its own targets
-    (dense or shortlisted), summed over levels."""
+    """The default LEVER loss of a training step: every level's term (``Level.loss``: BCE, or the
+    positive-only recall term) against its own targets, times ``Level.weight``, summed over
+    levels."""
     if len(levels) != len(targets) or not levels:
         raise ValueError(f"{len(levels)} levels but {len(targets)} target sets; expected one per level")
     total = None
     for level, t in zip(levels, targets):
-        if level.is_shortlist:
-            loss = lever_bce_shortlist(level.logits, level.ids, t, reduction)
+        weight = level.weight
+        if isinstance(weight, torch.Tensor) and not level.is_shortlist:
+            raise ValueError("Level.weight as a tensor needs a shortlist level (ids given)")
+        if level.loss == "recall":
+            ids = level.ids
+            if ids is None:
+                ids = torch.arange(level.logits.shape[1], device=level.logits.device).expand_as(level.logits)
+            loss = lever_recall_shortlist(level.logits, ids, t, reduction, weight)
+        elif level.is_shortlist:
+            loss = lever_bce_shortlist(level.logits, level.ids, t, reduction, weight)
         else:
-            loss = lever_bce(level.logits, t, reduction)
+            loss = lever_bce(level.logits, t, reduction) * weight
         total = loss if total is None else total + loss
     return total
 
