@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 from lever.data import XCDataset, synthetic_dataset, write_dataset
 from lever.hooks import get_plugin_manager
 from lever.hooks.manager import scoped_hooks
-from lever.loss import LeverLossParams, project_targets, soft_targets
-from lever.train import TrainParams
+from lever.loss import project_targets, soft_targets
+from lever.train import LeverParams, RunParams, TrainParams
 from lever.train.backbone import BuildContext
 from lever.train.distributed import DistEnv
 from lever.train.rows import TrainRows
@@ -57,8 +57,8 @@ def _backbone(data: Path, tmp_path: Path, soft: sp.csr_matrix | None = None, **c
     ds = XCDataset.load(data)
     rows = TrainRows(Y=ds.trn_Y.tocsr(), num_docs=ds.num_train, soft=soft)
     backbone = EliasBackbone({**SMALL, **changes})
-    backbone.attach(scoped_hooks(get_plugin_manager(), "elias"), LeverLossParams(lam=0.5, reduction="sum"))
-    params = TrainParams(data=str(data), out=str(tmp_path / "run"), seed=0)
+    backbone.attach(scoped_hooks(get_plugin_manager(), "elias"), LeverParams(lam=0.5).validate().loss_params("sum"))
+    params = TrainParams(data=str(data), out=str(tmp_path / "run"), run=RunParams(seed=0))
     torch.manual_seed(0)
     module = backbone.build(BuildContext(ds, rows, params, torch.device("cpu"), DistEnv(), tmp_path, backbone.hooks))
     return ds, rows, backbone, module

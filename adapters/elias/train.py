@@ -75,7 +75,7 @@ class EliasBackbone(Backbone):
     def build(self, ctx: BuildContext) -> EliasModule:
         p: EliasParams = self.params
         self.rows, self.device = ctx.rows, ctx.device
-        self.seed = int(getattr(ctx.train_params, "seed", 0))
+        self.seed = int(ctx.train_params.run.seed)
         label_rows = ctx.rows is not None and ctx.rows.num_rows > ctx.rows.num_docs
         self.features = build_features(
             ctx.dataset, p.encoder, label_rows, Path(ctx.cache_dir), train=ctx.rows is not None
