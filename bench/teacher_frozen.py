@@ -66,14 +66,14 @@ def main() -> None:
 
     from lever.data import XCDataset
     from lever.teacher.evaluate import dataset_inverse_propensity, evaluate_embeddings
-    from lever.teacher.frozen import frozen_features
     from lever.teacher.params import preset
     from lever.teacher.train import train_teacher
+    from lever.train.embeddings import frozen_embeddings
 
     tag = Path(args.data).name
     ds = XCDataset.load(args.data)
     t0 = time.perf_counter()
-    feats = frozen_features(ds, ("lbl", "tst", "trn"), args.cache_dir)
+    feats = frozen_embeddings(ds, args.cache_dir, None, ("lbl", "tst", "trn"), max_len=32)
     embed_s = time.perf_counter() - t0
     zero = evaluate_embeddings(
         feats["tst"], feats["lbl"], ds.tst_Y, dataset_inverse_propensity(ds), ds.tst_filter

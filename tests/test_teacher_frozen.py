@@ -202,3 +202,17 @@ def test_cli_kind_and_presets(tmp_path, capsys):
     assert "contradicts" in capsys.readouterr().err
     with pytest.raises(Exception, match="'pair' is a frozen-teacher batch type"):
         TeacherParams(batch_type="pair").validate()
+
+
+def test_students_read_the_teachers_embedding_cache(ds, cache, tiny_bert_dir):
+    """One cache for the teacher and the students: Renée's frozen features (same encoder, same
+    token limit) are the very rows the frozen teacher trains on, and nothing is re-embedded."""
+    from lever.train.embeddings import frozen_embeddings
+
+    before = sorted(p.name for p in cache.rglob("*.npy"))
+    teacher = FrozenTeacher(_params(tiny_bert_dir, cache), ds, cache / "unused_out", progress=False)
+    mine = teacher.features(("trn", "lbl"))
+    students = frozen_embeddings(ds, cache, str(tiny_bert_dir), ("trn", "lbl"), max_len=16)
+    assert sorted(p.name for p in cache.rglob("*.npy")) == before
+    for split in ("trn", "lbl"):
+        np.testing.assert_array_equal(np.asarray(mine[split]), np.asarray(students[split]))

@@ -26,7 +26,7 @@ class EncoderParams(Params):
 
     kind: str = "cached+tfidf"
     model: str | None = None  # HF / sentence-transformers folder; None = packaged all-MiniLM-L6-v2
-    max_len: int = 32  # tokens per text (kind=transformer)
+    max_len: int = 32  # tokens per text (the transformer's input; the cached embeddings' too)
     bottleneck: int = (
         0  # 0 = none; else a bias-free linear to this many dims (Renée --bottleneck-dims)
     )

@@ -83,7 +83,8 @@ def build_features(
         tst.update(texts=list(ds.tst_texts), tokenizer_path=out.tokenizer_path, max_len=ep.max_len)
     if "cached" in kinds:
         splits = ("tst",) + (("trn",) if train else ()) + (("lbl",) if train and label_rows else ())
-        emb = frozen_embeddings(ds, cache_dir, ep.model, splits, teacher_dir=ep.embeddings)
+        emb = frozen_embeddings(ds, cache_dir, ep.model, splits, teacher_dir=ep.embeddings,
+                                max_len=ep.max_len)
         tst["dense"] = StackedRows([emb["tst"]])
         if train:
             trn["dense"] = StackedRows([emb["trn"]] + ([emb["lbl"]] if label_rows else []))

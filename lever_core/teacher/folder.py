@@ -139,7 +139,8 @@ class TeacherFolder:
                 "config.json saying how to compute them"
             )
         if self.kind == "frozen":
-            from lever.teacher.frozen import TOWER_FILE, apply_tower, frozen_features, load_tower
+            from lever.teacher.frozen import TOWER_FILE, apply_tower, load_tower
+            from lever.train.embeddings import frozen_embeddings
 
             tower_file = self.path / TOWER_FILE
             if not tower_file.exists():
@@ -147,8 +148,8 @@ class TeacherFolder:
                     f"{tower_file}: missing; a frozen teacher needs it to embed {splits}"
                 )
             p = self.params
-            feats = frozen_features(
-                dataset, splits, p.cache_dir or self.path / "cache", p.encoder, p.max_len
+            feats = frozen_embeddings(
+                dataset, p.cache_dir or self.path / "cache", p.encoder, splits, max_len=p.max_len
             )
             tower = load_tower(tower_file, p.hidden)
             return {s: apply_tower(tower, feats[s]) for s in splits}

@@ -14,7 +14,6 @@ and the loop (schedule, checkpoints, resume) the one trainer's; this class only 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from torch import nn
 from lever.teacher.batching import PairBatcher
 from lever.teacher.clustering import balanced_kmeans, clustered_order, num_clusters_for
 from lever.teacher.train import SiameseTeacher
+from lever.train.embeddings import frozen_embeddings
 
 TOWER_FILE = "tower.safetensors"
 
@@ -57,36 +57,6 @@ class ResidualTower(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x - self.mean
         return F.normalize(x + self.down(F.gelu(self.up(x / self.scale))), dim=-1)
-
-
-def frozen_features(
-    dataset,
-    splits: tuple[str, ...],
-    cache_dir: str | os.PathLike,
-    encoder: str | None = None,
-    max_len: int = 32,
-    batch_size: int = 256,
-) -> dict[str, np.ndarray]:
-    """Memory-mapped unit-norm frozen-encoder embeddings of ``splits`` (trn/tst/lbl), embedded
-    once with ``max_len`` tokens and cached. File names follow ``lever.train.embeddings``'s
-    cache layout (folder keyed by encoder and token limit, file by the texts' hash), so one cache
-    dir can serve both."""
-    from lever.encoders import cached_embeddings, resolve_encoder_path, texts_fingerprint
-
-    texts = {"lbl": dataset.lbl_texts, "tst": dataset.tst_texts, "trn": dataset.trn_texts}
-    resolved = resolve_encoder_path(encoder)
-    key = f"{resolved}|max_len={max_len}"
-    folder = Path(cache_dir) / ("embeddings-" + hashlib.sha256(key.encode()).hexdigest()[:10])
-    return {
-        s: cached_embeddings(
-            list(texts[s]),
-            folder / f"{s}-{texts_fingerprint(texts[s])[:12]}.npy",
-            resolved,
-            batch_size=batch_size,
-            max_len=max_len,
-        )
-        for s in splits
-    }
 
 
 def _as_tensor(rows, device) -> torch.Tensor:
@@ -142,8 +112,8 @@ class FrozenTeacher(SiameseTeacher):
 
     def features(self, splits: tuple[str, ...]) -> dict[str, np.ndarray]:
         p = self.params
-        return frozen_features(
-            self.dataset, splits, self.cache_dir, p.encoder, p.max_len, p.embed_batch_size
+        return frozen_embeddings(
+            self.dataset, self.cache_dir, p.encoder, splits, p.embed_batch_size, max_len=p.max_len
         )
 
     def build_model(self) -> int:

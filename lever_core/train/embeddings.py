@@ -22,17 +22,20 @@ def frozen_embeddings(
     splits=("lbl", "tst", "trn"),
     batch_size: int = 256,
     teacher_dir: str | os.PathLike | None = None,
+    max_len: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Memory-mapped ``{split: embeddings}`` for ``splits`` of ``trn``/``tst``/``lbl``.
+    """Memory-mapped unit-norm ``{split: embeddings}`` for ``splits`` of ``trn``/``tst``/``lbl``.
 
     Without ``teacher_dir`` every split is computed with ``encoder`` (None: the packaged MiniLM)
-    into ``cache_dir``, under names keyed by the encoder and the texts (runs may share a cache).
+    truncated to ``max_len`` tokens (None: the encoder's own limit) into ``cache_dir``, in a
+    folder keyed by the encoder and token limit and files keyed by the texts, so the teacher and
+    every student run may share one cache and each text is embedded once. With ``teacher_dir``
+    the folder's encoder and token limit replace ``encoder`` and ``max_len``.
     """
     from lever.encoders import cached_embeddings, resolve_encoder_path, texts_fingerprint
 
     texts = {"lbl": dataset.lbl_texts, "tst": dataset.tst_texts, "trn": dataset.trn_texts}
     out: dict[str, np.ndarray] = {}
-    max_len = None
     if teacher_dir is not None:
         from lever.soft_labels.teacher_embeddings import (
             check_teacher_dataset,
