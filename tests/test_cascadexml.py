@@ -295,3 +295,41 @@ def test_fine_tuned_encoder_feeds_each_level_from_its_own_layer(tiny_xc_dir, tin
     groups = {g.name: g for g in backbone.param_groups(module)}
     assert {"classifier", "classifier_bias", "encoder", "encoder_no_decay"} == set(groups)
     assert all(p.grad is not None for p in groups["encoder"].params)
+
+
+@pytest.mark.distributed
+def test_two_processes_under_torchrun_equal_one(tiny_xc_dir, tiny_bert_dir, tmp_path):
+    """``lever train`` on 2 gloo processes (batch 2 × 16) trains, evaluates and exports what one
+    process does with batch 32 (dropout 0: ranks draw other masks than one process would)."""
+    import os
+    import subprocess
+    import sys
+
+    from test_train_cli import _soft_labels
+
+    soft = _soft_labels(tiny_xc_dir, tmp_path / "soft.npz")
+    cache = tmp_path / "cache"
+    lever = ("--soft-labels", str(soft), "--lam", "0.5")
+    assert _train(tiny_xc_dir, tmp_path / "one", tiny_bert_dir, cache, *lever) == 0
+    args = ["--data", str(tiny_xc_dir), "--backbone", "cascadexml", "--out", str(tmp_path / "two"),
+            "--cache-dir", str(cache), "--epochs", "2", "--batch-size", "16", "--seed", "3",
+            "--warmup-steps", "2", "--no-progress", *lever]
+    for key, value in _bp(tiny_bert_dir).items():
+        if isinstance(value, dict):
+            args += [x for k, v in value.items() for x in ("--bp", f"{key}.{k}={json.dumps(v)}")]
+        else:
+            args += ["--bp", f"{key}={json.dumps(value)}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "lever", "train", *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    one, two = (load_file(tmp_path / r / "model.safetensors") for r in ("one", "two"))
+    assert one.keys() == two.keys()
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=0, atol=2e-5, msg=key)
+    m1, m2 = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("one", "two"))
+    for key in m1:
+        assert m2[key] == pytest.approx(m1[key], abs=1e-6), key
