@@ -333,3 +333,15 @@ def test_two_processes_under_torchrun_equal_one(tiny_xc_dir, tiny_bert_dir, tmp_
     m1, m2 = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("one", "two"))
     for key in m1:
         assert m2[key] == pytest.approx(m1[key], abs=1e-6), key
+
+
+def test_candidate_scores_are_the_same_by_either_path(tiny_xc_dir, tiny_bert_dir, tmp_path, monkeypatch):
+    from lever_adapters.cascadexml import model
+
+    ds, backbone, module = _built(tiny_xc_dir, tiny_bert_dir, tmp_path)
+    module.eval()
+    feats = module.level_features(backbone.test_inputs(np.arange(30)))
+    ids = torch.randint(0, ds.num_labels + 1, (30, 12))  # labels and the padding id
+    shared = module.scores(3, feats[3], ids)
+    monkeypatch.setattr(model, "UNIQUE_FACTOR", 0)  # every row gathers its own weight rows
+    torch.testing.assert_close(module.scores(3, feats[3], ids), shared)

@@ -31,6 +31,10 @@ from torch import nn
 
 from lever_adapters.renee.model import BagPart
 
+# Score a level's candidates by one matmul against the batch's distinct candidates while they
+# number at most this many times one row's candidates (else gather each row's weight rows).
+UNIQUE_FACTOR = 16
+
 
 def auto_depths(num_labels: int, cluster_levels: int, branch_bits: int, leaf_size: int) -> list[int]:
     """Cluster-level depths scaled with L: the finest has about ``leaf_size`` labels per cluster,
@@ -157,6 +161,12 @@ class CascadeModule(nn.Module):
         if ids is None:
             n = self.num_nodes(level)
             return feats @ w[:n].t() + b[:n]
+        # Rows of a batch share most of their beam: one matmul against the distinct candidates
+        # beats gathering a [B, K, d] copy of the rows (memory-bound, forward and backward) as
+        # long as there are not many more distinct candidates than one row's K.
+        uniq, inverse = torch.unique(ids, return_inverse=True)
+        if uniq.numel() <= UNIQUE_FACTOR * ids.shape[1]:
+            return (feats @ w[uniq].t() + b[uniq]).gather(1, inverse)
         return torch.einsum("bkd,bd->bk", w[ids], feats) + b[ids]
 
     # -- inference -------------------------------------------------------------------------------
