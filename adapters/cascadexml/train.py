@@ -63,72 +63,91 @@ class CascadeXMLBackbone(Backbone):
 
     # -- building ---------------------------------------------------------------------------------
     def build(self, ctx: BuildContext) -> CascadeModule:
-        from lever.encoders import resolve_encoder_path, texts_fingerprint
+        from lever.encoders import resolve_encoder_path
 
         p: CascadeXMLParams = self.params
         ds, enc = ctx.dataset, p.encoder
-        num_labels = ds.num_labels
-        depths = list(p.tree.depths) or auto_depths(
-            num_labels, p.tree.cluster_levels, p.tree.branch_bits, p.tree.leaf_size
-        )
-        if 2 ** depths[-1] > num_labels:
-            raise ValueError(
-                f"backbone_params.tree.depths={depths}: 2**{depths[-1]} clusters exceed the "
-                f"{num_labels} labels of {ds.root}"
-            )
+        depths = self.tree_depths(ds)
         levels = len(depths) + 1
         model_path = resolve_encoder_path(enc.model)
-        depth, hidden = encoder_depth(model_path)
-        layers = [list(x) for x in enc.layers] or default_level_layers(depth, levels)
-        if len(layers) != levels or max(max(x) for x in layers) > depth:
-            raise ValueError(
-                f"backbone_params.encoder.layers={layers}: expected {levels} lists (one per level) "
-                f"of layer numbers in 1..{depth}"
-            )
+        layers, hidden = self.level_layers(model_path, levels)
         used = sorted({x for ls in layers for x in ls})
         tfidf = TfidfFeaturizer(enc.tfidf_max_features, enc.tfidf_ngram_max, enc.tfidf_min_df)
         tfidf.fit(list(ds.trn_texts))  # deterministic: prediction refits the same one
-        label_rows = ctx.rows is not None and ctx.rows.num_rows > ctx.rows.num_docs
-        splits = {"tst": list(ds.tst_texts)}
-        if ctx.rows is not None:
-            splits.update(trn=list(ds.trn_texts), **({"lbl": list(ds.lbl_texts)} if label_rows else {}))
-        parts: dict[str, dict] = {"tst": {}, "trn": {}}
-        if enc.frozen:
-            key = f"{model_path}|{used}|{enc.pooling}|{enc.max_len}"
-            folder = Path(ctx.cache_dir) / ("cascadexml-layers-" + hashlib.sha256(key.encode()).hexdigest()[:10])
-            states = {
-                s: cached_layer_states(t, folder / f"{s}-{texts_fingerprint(t)[:12]}.npy", model_path, used,
-                                       enc.pooling, enc.max_len, progress=ctx.env is None or ctx.env.is_main)
-                for s, t in splits.items()
-            }
-            parts["tst"]["dense"] = StackedRows([states["tst"]])
-            if ctx.rows is not None:
-                parts["trn"]["dense"] = StackedRows([states["trn"]] + ([states["lbl"]] if label_rows else []))
-            encoder = None
-        else:
-            encoder = LayerStates(model_path, used, enc.pooling)
-            for s in ("tst", "trn"):
-                texts = splits["tst"] if s == "tst" else splits.get("trn", []) + splits.get("lbl", [])
-                parts[s].update(texts=texts, tokenizer_path=model_path, max_len=enc.max_len)
-        if enc.tfidf:
-            parts["tst"]["bag"] = tfidf.transform(splits["tst"])
-            if ctx.rows is not None:
-                parts["trn"]["bag"] = tfidf.transform(splits["trn"] + splits.get("lbl", []))
-        self.test_rows = RowFeatures(ds.num_test, **parts["tst"])
-        self.train_rows = RowFeatures(ctx.rows.num_rows, **parts["trn"]) if ctx.rows is not None else None
-        codes = self.build_tree(ctx, tfidf, depths[-1]) if ctx.rows is not None else None
+        encoder = self.row_features(ctx, model_path, used, tfidf)
+        training = ctx.rows is not None
+        codes = self.build_tree(ctx, tfidf, depths[-1]) if training else None  # else: from the weights
         self.counts = torch.zeros(levels - 1, 4, dtype=torch.float64)
-        out = getattr(ctx.train_params, "out", "")
-        main = ctx.env is None or ctx.env.is_main
-        self.stats_path = Path(out) / STATS_FILE if out and ctx.rows is not None and main else None
+        out, main = getattr(ctx.train_params, "out", ""), ctx.env is None or ctx.env.is_main
+        self.stats_path = Path(out) / STATS_FILE if out and training and main else None
         return CascadeModule(
-            num_labels, depths, layers, used, hidden,
+            ds.num_labels, depths, layers, used, hidden,
             beam=p.per_level(p.beam, levels - 1, "beam"),
             dropouts=p.per_level(p.dropouts, levels, "dropouts"),
             codes=codes, encoder=encoder,
             vocab_size=tfidf.vocab_size if enc.tfidf else 0, bag_dim=enc.bag_dim if enc.tfidf else 0,
             score=p.score, seed=int(getattr(ctx.train_params, "seed", 0)),
         ).to(ctx.device)
+
+    def tree_depths(self, ds) -> list[int]:
+        """The cluster levels' depths: ``tree.depths``, or scaled to the number of labels."""
+        tp = self.params.tree
+        depths = list(tp.depths) or auto_depths(ds.num_labels, tp.cluster_levels, tp.branch_bits, tp.leaf_size)
+        if 2 ** depths[-1] > ds.num_labels:
+            raise ValueError(
+                f"backbone_params.tree.depths={depths}: 2**{depths[-1]} clusters exceed the "
+                f"{ds.num_labels} labels of {ds.root}"
+            )
+        return depths
+
+    def level_layers(self, model_path: str, levels: int) -> tuple[list[list[int]], int]:
+        """Per level, the encoder layers it reads (``encoder.layers`` or the paper's recipe
+        scaled to the encoder), and the encoder's hidden size."""
+        depth, hidden = encoder_depth(model_path)
+        layers = [list(x) for x in self.params.encoder.layers] or default_level_layers(depth, levels)
+        if len(layers) != levels or max(max(x) for x in layers) > depth:
+            raise ValueError(
+                f"backbone_params.encoder.layers={layers}: expected {levels} lists (one per level) "
+                f"of layer numbers in 1..{depth}"
+            )
+        return layers, hidden
+
+    def row_features(self, ctx: BuildContext, model_path: str, used: list[int], tfidf) -> LayerStates | None:
+        """Set ``train_rows`` / ``test_rows`` (cached layer states or texts, and the TF-IDF bag);
+        returns the encoder the module runs (``None`` when frozen: its states are cached)."""
+        from lever.encoders import texts_fingerprint
+
+        enc, ds = self.params.encoder, ctx.dataset
+        training = ctx.rows is not None
+        label_rows = training and ctx.rows.num_rows > ctx.rows.num_docs
+        splits = {"tst": list(ds.tst_texts)}
+        if training:  # documents, then (label rows) the label texts
+            splits.update(trn=list(ds.trn_texts), **({"lbl": list(ds.lbl_texts)} if label_rows else {}))
+        order = {"tst": ["tst"], "trn": [s for s in ("trn", "lbl") if s in splits]}
+        parts: dict[str, dict] = {"tst": {}, "trn": {}}
+        encoder = None
+        if enc.frozen:
+            key = f"{model_path}|{used}|{enc.pooling}|{enc.max_len}"
+            folder = Path(ctx.cache_dir) / ("cascadexml-layers-" + hashlib.sha256(key.encode()).hexdigest()[:10])
+            progress = ctx.env is None or ctx.env.is_main
+            states = {
+                s: cached_layer_states(t, folder / f"{s}-{texts_fingerprint(t)[:12]}.npy", model_path, used,
+                                       enc.pooling, enc.max_len, progress=progress)
+                for s, t in splits.items()
+            }
+            for part, names in order.items():
+                parts[part]["dense"] = StackedRows([states[s] for s in names]) if names else None
+        else:
+            encoder = LayerStates(model_path, used, enc.pooling)
+            for part, names in order.items():
+                parts[part].update(texts=[t for s in names for t in splits[s]],
+                                   tokenizer_path=model_path, max_len=enc.max_len)
+        if enc.tfidf:
+            for part, names in order.items():
+                parts[part]["bag"] = tfidf.transform([t for s in names for t in splits[s]]) if names else None
+        self.test_rows = RowFeatures(ds.num_test, **parts["tst"])
+        self.train_rows = RowFeatures(ctx.rows.num_rows, **parts["trn"]) if training else None
+        return encoder
 
     def label_features(self, ctx: BuildContext, tfidf: TfidfFeaturizer):
         """What the tree clusters labels by (``tree.features``)."""
