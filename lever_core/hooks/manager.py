@@ -4,6 +4,7 @@ view of the hooks that one backbone's training step calls."""
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
 import pluggy
@@ -72,8 +73,8 @@ class ScopedHooks:
         if not name.startswith("lever_"):
             raise AttributeError(name)
         caller = self.caller(name)
-        if caller is None:
-            return lambda **kwargs: None
+        if caller is None:  # no plugin manager: lever's own defaults answer
+            return _default_call(name)
         return functools.partial(caller, backbone=self.backbone)
 
     def overridden(self, name: str) -> bool:
@@ -82,6 +83,16 @@ class ScopedHooks:
         if caller is None:
             return False
         return any(impl.plugin_name != DEFAULTS_PLUGIN for impl in caller.get_hookimpls())
+
+
+def _default_call(name: str):
+    """``lever.hooks.defaults``' implementation of hook ``name`` (given only the arguments it
+    names, as pluggy would), or a call answering ``None`` where lever has no default."""
+    impl = getattr(defaults, name, None)
+    if impl is None:
+        return lambda **kwargs: None
+    names = set(inspect.signature(impl).parameters)
+    return lambda **kwargs: impl(**{k: v for k, v in kwargs.items() if k in names})
 
 
 def _plugins_of_other_backbones(pm: pluggy.PluginManager, backbone: str | None) -> list[Any]:

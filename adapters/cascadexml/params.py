@@ -1,0 +1,182 @@
+"""Typed settings of the CascadeXML backbone (``--bp KEY=VALUE``; dotted keys for the nested
+parts, e.g. ``--bp tree.features=teacher``). ``CascadeXMLParams.skeleton()`` dumps them all.
+
+Two presets (``--bp preset=NAME``; keys given next to it override the preset):
+
+* ``cpu`` (default): frozen MiniLM, the mean-pooled states of several of its layers cached once, a
+  trainable TF-IDF bag on the label level, classifiers only, sized for a 2-core CPU.
+* ``paper``: the paper's recipe (its Table 18 / the upstream README commands): the encoder
+  fine-tuned end to end with [CLS] features of layers {5,6}, 8, 10, 12 (scaled to the encoder's
+  depth), per-level dropouts 0.2/0.25/0.35/0.5, AdamW with encoder LR 1e-4 and classifier LR
+  ×10, weight decay 0.05 / 0.005, beams 128/256/512, 2^3 children per cluster. The loop's own
+  settings (15 epochs, batch 64, one warm-up epoch; AMP on GPU) are ``lever train`` flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from lever.utils.params import Params, ParamsError
+
+TREE_FEATURES = ("tfidf", "centroids", "teacher")
+POOLINGS = ("mean", "cls")
+SCORES = ("weighted", "level")
+PRESETS = ("cpu", "paper")
+
+
+@dataclasses.dataclass
+class TreeParams(Params):
+    """The label tree: balanced spherical 2-means over label features, built once per run.
+
+    features: ``tfidf`` (TF-IDF of the label texts), ``centroids`` (normalised sum of the TF-IDF
+    rows of the label's training documents plus its own text; with ``teacher_weight`` μ > 0 the
+    documents are weighted by ``Y + μ·T``, the ``lever_label_index`` hook, so labels the teacher
+    relates share subtrees), or ``teacher`` (the label embeddings of the teacher folder
+    ``teacher``: ``embeddings/lbl.npy``).
+    depths: the cluster levels as tree depths ``b`` (2^b clusters each, coarse to fine, e.g. the
+    paper's ``[10, 13, 16]``); empty: ``cluster_levels`` levels spaced by ``branch_bits``, the
+    finest with about ``leaf_size`` labels per cluster (scaled down with L).
+    """
+
+    features: str = "tfidf"
+    teacher: str | None = None
+    teacher_weight: float = 0.0
+    depths: list[int] = dataclasses.field(default_factory=list)
+    cluster_levels: int = 3
+    branch_bits: int = 3
+    leaf_size: int = 8
+    seed: int = 0
+
+    def validate(self, source: str = "tree") -> TreeParams:
+        if self.features not in TREE_FEATURES:
+            raise ParamsError(f"{source}.features={self.features!r}: expected one of {TREE_FEATURES}")
+        if self.features == "teacher" and not self.teacher:
+            raise ParamsError(f"{source}.features='teacher' needs {source}.teacher=TEACHER_FOLDER")
+        if self.teacher_weight < 0:
+            raise ParamsError(f"{source}.teacher_weight={self.teacher_weight!r}: expected a number >= 0")
+        if any(int(b) < 1 for b in self.depths) or list(self.depths) != sorted(set(self.depths)):
+            raise ParamsError(f"{source}.depths={self.depths!r}: expected increasing depths >= 1")
+        for name in ("cluster_levels", "branch_bits", "leaf_size"):
+            if int(getattr(self, name)) < 1:
+                raise ParamsError(f"{source}.{name}={getattr(self, name)!r}: expected an integer >= 1")
+        return self
+
+
+@dataclasses.dataclass
+class CascadeEncoderParams(Params):
+    """The encoder whose layers feed the levels.
+
+    model: a Hugging Face / sentence-transformers folder (None: the packaged all-MiniLM-L6-v2).
+    frozen: True caches the pooled states of the used layers once (CPU); False fine-tunes the
+    encoder end to end (the paper). layers: per level, the encoder layers (1 = first block) whose
+    pooled states are concatenated (then a Linear back to the hidden size, as the paper's level 0);
+    empty: the paper's recipe scaled to the depth D, the last level D, each coarser level two
+    layers lower, the coarsest two layers. pooling: ``mean`` (masked mean, unit norm; what frozen
+    sentence encoders are trained for) or ``cls`` (the paper). tfidf: a trainable TF-IDF embedding
+    bag (Renée's) concatenated to the label level's features.
+    """
+
+    model: str | None = None
+    frozen: bool = True
+    layers: list[list[int]] = dataclasses.field(default_factory=list)
+    pooling: str = "mean"
+    max_len: int = 32
+    tfidf: bool = True
+    bag_dim: int = 256
+    tfidf_max_features: int = 50_000
+    tfidf_ngram_max: int = 2
+    tfidf_min_df: int = 2
+
+
+@dataclasses.dataclass
+class CascadeXMLParams(Params):
+    """CascadeXML settings (``TrainParams.backbone_params``); epochs, batch size, warm-up, soft
+    labels, λ and seed are the shared loop's.
+
+    beam: per cluster level, how many of its top clusters are expanded into the next level's
+    candidates (the paper's ``--topk``; one value repeats). dropouts: per level, on its features
+    (one value repeats). lr_clf / wd_clf: the per-level classifier tables (AdamW); lr_enc / wd_enc:
+    the encoder, level projections and TF-IDF bag. score: prediction score of a label,
+    ``weighted`` (log σ(z_label) + log σ(z_parent), the paper's default) or ``level`` (log σ(z)).
+    """
+
+    preset: str = "cpu"
+    tree: TreeParams = dataclasses.field(default_factory=TreeParams)
+    encoder: CascadeEncoderParams = dataclasses.field(default_factory=CascadeEncoderParams)
+    beam: list[int] = dataclasses.field(default_factory=lambda: [8, 32, 64])
+    dropouts: list[float] = dataclasses.field(default_factory=lambda: [0.2, 0.25, 0.3, 0.3])
+    lr_clf: float = 0.02
+    lr_enc: float = 0.005
+    wd_clf: float = 1e-4
+    wd_enc: float = 0.01
+    score: str = "weighted"
+
+    def validate(self) -> CascadeXMLParams:
+        if self.preset not in PRESETS:
+            raise ParamsError(f"backbone_params.preset={self.preset!r}: expected one of {PRESETS}")
+        self.tree.validate("backbone_params.tree")
+        enc = self.encoder
+        if enc.pooling not in POOLINGS:
+            raise ParamsError(f"backbone_params.encoder.pooling={enc.pooling!r}: expected one of {POOLINGS}")
+        if any(not layers or min(layers) < 1 for layers in enc.layers):
+            raise ParamsError(
+                f"backbone_params.encoder.layers={enc.layers!r}: expected one non-empty list of "
+                "layer numbers >= 1 per level"
+            )
+        if not self.beam or min(self.beam) < 1:
+            raise ParamsError(f"backbone_params.beam={self.beam!r}: expected integers >= 1, one per cluster level")
+        if not self.dropouts or not all(0 <= d < 1 for d in self.dropouts):
+            raise ParamsError(f"backbone_params.dropouts={self.dropouts!r}: expected numbers in [0, 1)")
+        if self.score not in SCORES:
+            raise ParamsError(f"backbone_params.score={self.score!r}: expected one of {SCORES}")
+        return self
+
+    def per_level(self, values: list, levels: int, name: str) -> list:
+        """``values`` stretched to ``levels`` entries: the last one repeats."""
+        if len(values) > levels:
+            raise ParamsError(
+                f"backbone_params.{name} has {len(values)} entries but the tree has {levels} levels"
+            )
+        return list(values) + [values[-1]] * (levels - len(values))
+
+
+PAPER = {
+    "encoder": {"frozen": False, "pooling": "cls", "tfidf": False, "max_len": 128},
+    "tree": {"branch_bits": 3, "leaf_size": 8, "cluster_levels": 3, "features": "centroids"},
+    "beam": [128, 256, 512],
+    "dropouts": [0.2, 0.25, 0.35, 0.5],
+    "lr_enc": 1e-4,
+    "lr_clf": 1e-3,
+    "wd_enc": 0.05,
+    "wd_clf": 0.005,
+}
+
+
+def nest_dotted(params: dict) -> dict:
+    """``{"tree.features": "x"}`` → ``{"tree": {"features": "x"}}`` (the CLI's ``--bp`` form)."""
+    out: dict = {}
+    for key, value in params.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            part = out.setdefault(head, {})
+            if not isinstance(part, dict):
+                raise ParamsError(f"backbone_params: {head!r} given both as a value and as {key!r}")
+            part.update(nest_dotted({rest: value}))
+        elif isinstance(value, dict):
+            out.setdefault(head, {}).update(nest_dotted(value))
+        else:
+            out[head] = value
+    return out
+
+
+def resolve_params(params: dict | None) -> CascadeXMLParams:
+    """The preset named in ``params`` (default ``cpu``) overlaid with the keys given."""
+    given = nest_dotted(dict(params or {}))
+    base = nest_dotted(PAPER) if given.get("preset") == "paper" else {}
+    merged = dict(base)
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return CascadeXMLParams.from_dict(merged, source="backbone_params (cascadexml)").validate()
