@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: the whole LEVER pipeline on the WordNet taxonomy-completion dataset.
 #   data -> Siamese teacher -> soft labels -> student without and with LEVER -> tables.
-# On this 2-core CPU the default slice (DEMO_MAX_DOCS=5000) takes about 9 minutes once set up;
+# On this 2-core CPU the default slice (DEMO_MAX_DOCS=5000) took 17 minutes once set up, with two other
+# training jobs running beside it;
 # DEMO_MAX_DOCS=0 runs the full dataset (82k documents, 17k labels; hours on 2 cores).
 # Every stage resumes or skips when its output exists, so an interrupted demo can be re-run.
 set -euo pipefail
