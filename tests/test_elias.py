@@ -25,7 +25,8 @@ from lever.train import LeverParams, RunParams, TrainParams
 from lever.train.backbone import BuildContext
 from lever.train.distributed import DistEnv
 from lever.train.rows import TrainRows
-from lever_adapters.elias.index import balanced_kmeans
+from lever.utils.balanced_tree import balanced_leaves
+from lever_adapters.elias.index import label_centroids
 from lever_adapters.elias.model import EliasModule
 from lever_adapters.elias.train import EliasBackbone
 
@@ -81,11 +82,21 @@ def data(tmp_path_factory) -> Path:
     return out
 
 
-def test_balanced_kmeans_is_balanced_and_seeded():
-    x = np.random.default_rng(0).normal(size=(37, 5)).astype(np.float32)
-    a = balanced_kmeans(x, None, 8, seed=3)
+def test_label_centroids_concatenate_parts_for_the_balanced_tree():
+    rng = np.random.default_rng(0)
+    y = (rng.random((60, 37)) < 0.2).astype(np.float32)
+    y[0, :] = 1.0  # every label has a training row
+    y = sp.csr_matrix(y)
+    dense = rng.normal(size=(60, 5)).astype(np.float32)
+    bag = sp.csr_matrix(np.where(rng.random((60, 9)) < 0.3, 1.0, 0.0).astype(np.float32))
+    assert isinstance(label_centroids(y, [dense]), np.ndarray)
+    cents = label_centroids(y, [dense, bag])
+    assert sp.issparse(cents) and cents.shape == (37, 14)
+    part_norms = [np.linalg.norm(cents.toarray()[:, cols], axis=1) for cols in (slice(0, 5), slice(5, 14))]
+    assert np.allclose(part_norms, np.sqrt(0.5), atol=1e-6)  # each part weighted 1/√parts
+    a = balanced_leaves(cents, 8, seed=3)
     assert sorted(np.bincount(a, minlength=8)) == [4, 4, 4, 5, 5, 5, 5, 5]
-    assert np.array_equal(a, balanced_kmeans(x, None, 8, seed=3))
+    assert np.array_equal(a, balanced_leaves(cents, 8, seed=3))
 
 
 @pytest.mark.parametrize("stage", ["warmup", "adjacency"])

@@ -1,54 +1,36 @@
-"""Balanced 2-means clustering, the cluster count rule and the cluster-size curriculum."""
+"""Clustered batches (leaves of the one balanced tree), the cluster count rule and the curriculum."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from lever.teacher.clustering import (
     ClusterSchedule,
-    balanced_kmeans,
+    batch_clusters,
     clustered_order,
     num_clusters_for,
 )
 
 
-def _blobs(groups: int, per: int, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(groups, dim))
-    labels = np.repeat(np.arange(groups), per)
-    x = centres[labels] + 0.05 * rng.normal(size=(groups * per, dim))
-    perm = rng.permutation(len(x))
-    return x[perm].astype(np.float32), labels[perm]
-
-
-def test_balanced_sizes_and_partition():
+def test_batch_clusters_follow_the_cluster_size_contract():
     x = np.random.default_rng(1).normal(size=(1003, 8)).astype(np.float32)
-    clusters = balanced_kmeans(x, 64, seed=0)
+    clusters = batch_clusters(x, 16, np.random.default_rng(0))
     sizes = [len(c) for c in clusters]
-    assert len(clusters) == 64
-    assert max(sizes) - min(sizes) <= 1
+    assert len(clusters) == num_clusters_for(1003, 16) == 64
+    assert max(sizes) - min(sizes) <= 1 and 16 / 2 <= min(sizes) and max(sizes) <= 16
     assert sorted(np.concatenate(clusters).tolist()) == list(range(1003))
+    again = batch_clusters(x, 16, np.random.default_rng(0))
+    assert all(np.array_equal(a, b) for a, b in zip(clusters, again))
 
 
-def test_similar_items_end_up_together():
-    x, labels = _blobs(groups=8, per=16)
-    clusters = balanced_kmeans(x, 8, seed=3)
-    purity = [np.bincount(labels[c]).max() / len(c) for c in clusters]
-    assert min(purity) == 1.0
-    finer = balanced_kmeans(x, 32, seed=3)  # sub-clusters never mix blobs either
-    assert all(len(set(labels[c].tolist())) == 1 for c in finer)
-
-
-def test_num_clusters_rule_and_errors():
+def test_num_clusters_rule():
     # depth = ceil(log2(n / cl_size)) + 1 -> 2^(depth−1) clusters of cl_size/2 … cl_size items
     assert num_clusters_for(17000, 8) == 4096
     assert num_clusters_for(1600, 8) == 256
     assert num_clusters_for(5, 8) == 1
     n = 17000
     assert 8 / 2 <= n / num_clusters_for(n, 8) <= 8
-    with pytest.raises(ValueError, match="power of two"):
-        balanced_kmeans(np.ones((10, 2)), 3)
+    assert num_clusters_for(5, 1) == 5  # never more clusters than items
 
 
 def test_clustered_order_keeps_clusters_contiguous():

@@ -37,12 +37,8 @@ import torch
 
 from lever.loss import Level, SparseTargets
 from lever.train.backbone import Backbone, BuildContext, ParamGroup, Stage, to_device
-from lever_adapters.elias.index import (
-    adjacency_pattern,
-    balanced_kmeans,
-    label_centroids,
-    normalise_rows,
-)
+from lever.utils.balanced_tree import balanced_leaves, normalise_rows
+from lever_adapters.elias.index import adjacency_pattern, label_centroids
 from lever_adapters.elias.model import EliasModule, logit_from_log
 from lever_adapters.elias.params import EliasParams, nest_keys
 from lever_adapters.renee.train import SplitFeatures, build_features, build_head
@@ -83,6 +79,11 @@ class EliasBackbone(Backbone):
         head = build_head(p.encoder, self.features)
         num_labels = ctx.dataset.num_labels
         clusters = p.clusters_for(num_labels)
+        if clusters > num_labels:  # the balanced tree has no empty leaves
+            raise ValueError(
+                f"backbone_params (elias).num_clusters: {clusters} clusters for {num_labels} labels; "
+                "expected at most one cluster per label (lower num_clusters)"
+            )
         per_cluster = -(-num_labels // clusters)
         if p.kappa < per_cluster:
             raise ValueError(
@@ -201,8 +202,8 @@ class EliasBackbone(Backbone):
         if with_embedding:
             emb = np.concatenate([e.cpu().numpy() for e in self._all_rows(module, lambda e: e)])
             parts = [normalise_rows(emb)] + parts
-        dense, sparse = label_centroids(self._index_matrix(), parts)
-        return balanced_kmeans(dense, sparse, module.num_clusters, self.params.kmeans_iters, self.seed)
+        cents = label_centroids(self._index_matrix(), parts)
+        return balanced_leaves(cents, module.num_clusters, self.seed, max_iter=self.params.kmeans_iters)
 
     def _build_adjacency(self, module: EliasModule) -> None:
         p: EliasParams = self.params

@@ -13,7 +13,7 @@ from lever.teacher.batching import (
 )
 from lever.teacher.clustering import (
     ClusterSchedule,
-    balanced_kmeans,
+    batch_clusters,
     clustered_order,
     num_clusters_for,
 )
@@ -36,7 +36,7 @@ __all__ = [
     "TeacherParams",
     "TokenTable",
     "TripletHingeLoss",
-    "balanced_kmeans",
+    "batch_clusters",
     "batch_slices",
     "build_loss",
     "clustered_order",

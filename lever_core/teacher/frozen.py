@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lever.teacher.batching import PairBatcher
-from lever.teacher.clustering import balanced_kmeans, clustered_order, num_clusters_for
+from lever.teacher.clustering import batch_clusters, clustered_order
 from lever.teacher.train import SiameseTeacher
 from lever.train.embeddings import frozen_embeddings
 
@@ -142,8 +142,7 @@ class FrozenTeacher(SiameseTeacher):
         if self.schedule.refresh(epoch) or self.clusters is None:
             docs = np.unique(b.inputs)
             emb = apply_tower(self.tower, self.feats[b.input_side][torch.from_numpy(docs)])
-            k = num_clusters_for(len(docs), self.schedule.cluster_size(epoch))
-            self.clusters = [docs[c] for c in balanced_kmeans(emb, k, rng)]
+            self.clusters = [docs[c] for c in batch_clusters(emb, self.schedule.cluster_size(epoch), rng)]
         doc_order = clustered_order(self.clusters, rng)
         # PairBatcher items are in CSR order: document d owns items indptr[d]:indptr[d + 1].
         indptr = b.positives.indptr

@@ -30,12 +30,7 @@ import numpy as np
 import torch
 
 from lever.teacher.batching import TokenTable, batch_slices, make_batcher
-from lever.teacher.clustering import (
-    ClusterSchedule,
-    balanced_kmeans,
-    clustered_order,
-    num_clusters_for,
-)
+from lever.teacher.clustering import ClusterSchedule, batch_clusters, clustered_order
 from lever.teacher.evaluate import dataset_inverse_propensity, evaluate_embeddings
 from lever.teacher.losses import build_loss
 from lever.teacher.model import (
@@ -207,8 +202,7 @@ class SiameseTeacher(Backbone):
             return rng.permutation(n)
         if self.schedule.refresh(epoch) or self.clusters is None:
             self._fill_bank()
-            k = num_clusters_for(n, self.schedule.cluster_size(epoch))
-            self.clusters = balanced_kmeans(self.bank, k, rng)
+            self.clusters = batch_clusters(self.bank, self.schedule.cluster_size(epoch), rng)
         return clustered_order(self.clusters, rng)
 
     # -- evaluation and export -------------------------------------------------------------------
