@@ -15,6 +15,7 @@ from lever.utils.params import Params, ParamsError
 from lever_adapters.renee.params import EncoderParams
 
 PRESETS = ("cpu", "paper")
+ADJ_INITS = ("uniform", "members")  # stage-2 start values (see train._members_first)
 
 
 @dataclasses.dataclass
@@ -24,7 +25,9 @@ class EliasParams(Params):
 
     Index: ``num_clusters`` C (0: ``2^⌈log2(L / max_leaf)⌉``), ``alpha`` (ŝ_c = min(1,
     α·softmax)), ``kappa`` labels kept per cluster row of the stage-2 adjacency, ``beta`` (ŝ_cl =
-    min(1, β·softmax over the row)), ``approx_beam`` clusters per training row when the adjacency
+    min(1, β·softmax over the row)), ``adj_init`` the stage-2 start values (``members``: each
+    cluster's stage-1 members saturated at 1 and the added labels low, so stage 2 starts from the
+    stage-1 model; ``uniform``: upstream's U[0, 1) logits), ``approx_beam`` clusters per training row when the adjacency
     pattern is built (Yᵀ·M). Search: ``beam`` clusters at prediction, ``beam + train_beam_extra``
     in training (never fewer than the row's positive clusters), ``shortlist`` labels K scored
     by the label classifier. Loss: ``loss_lambda`` (weight of the shortlist recall term),
@@ -40,8 +43,9 @@ class EliasParams(Params):
     max_leaf: int = 16
     num_clusters: int = 0
     alpha: float = 10.0
-    beta: float = 150.0
-    kappa: int = 256
+    beta: float = 24.0  # > the ≤ max_leaf stage-1 members a cluster keeps saturated (adj_init)
+    adj_init: str = "members"
+    kappa: int = 64  # 4·max_leaf: bench/results/elias_foldoc_stage2.md
     beam: int = 10
     train_beam_extra: int = 5
     shortlist: int = 300
@@ -55,7 +59,8 @@ class EliasParams(Params):
     lr_enc: float = 5e-3  # encoder / bag / projection ("tf" group upstream)
     lr_clusters: float = 5e-3  # W_C ("other" group upstream)
     lr_labels: float = 5e-3  # W_L ("wl" group upstream)
-    lr_adjacency: float = 5e-3  # the adjacency values (in the "wl" group upstream)
+    lr_adjacency: float = 5e-2  # the adjacency values (in the "wl" group upstream); one
+    # stage-2 epoch on CPU is ~130 steps, so the edges need a larger step than the weights
     weight_decay: float = 0.01  # all but biases and LayerNorms (upstream)
 
     def validate(self) -> EliasParams:
@@ -64,6 +69,8 @@ class EliasParams(Params):
 
         if self.preset not in PRESETS:
             raise bad("preset", f"one of {PRESETS}")
+        if self.adj_init not in ADJ_INITS:
+            raise bad("adj_init", f"one of {ADJ_INITS}")
         for name in ("max_leaf", "kappa", "beam", "shortlist", "approx_beam", "kmeans_iters"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "an integer >= 1")
@@ -99,7 +106,7 @@ class EliasParams(Params):
 PAPER: dict[str, Any] = {
     "encoder": {"kind": "transformer", "model": "distilbert-base-uncased", "max_len": 32,
                 "dropout": 0.5},
-    "max_leaf": 100, "alpha": 10.0, "beta": 150.0, "kappa": 1000, "beam": 20,
+    "max_leaf": 100, "alpha": 10.0, "beta": 150.0, "adj_init": "uniform", "kappa": 1000, "beam": 20,
     "train_beam_extra": 5, "shortlist": 2000, "approx_beam": 20, "loss_lambda": 0.05,
     "cluster_weight": 0.0, "warmup_epochs": 5, "stage1_epochs": 20,
     "lr_enc": 1e-4, "lr_clusters": 2e-2, "lr_labels": 2e-2, "lr_adjacency": 2e-2,

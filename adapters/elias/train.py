@@ -223,6 +223,8 @@ class EliasBackbone(Backbone):
         )
         gen = torch.Generator().manual_seed(self.seed * 7919 + 29)
         logits = torch.rand(pattern.shape, generator=gen)  # upstream: U[0, 1)
+        if p.adj_init == "members":
+            logits = _members_first(logits, pattern, module.parent.cpu().numpy(), module.num_labels, p.beta)
         module.set_adjacency(torch.from_numpy(pattern).to(module.adj_ids.device), logits.to(module.adj_logits.device))
 
     # -- the training step ------------------------------------------------------------------------
@@ -305,6 +307,26 @@ class EliasBackbone(Backbone):
 
         p, ids = module.search(inputs, k, mask)
         return ids.cpu().numpy(), p.float().cpu().numpy()
+
+
+def _members_first(logits: torch.Tensor, pattern: np.ndarray, parent: np.ndarray, num_labels: int,
+                   beta: float, margin: float = 1.0) -> torch.Tensor:
+    """Stage-2 start values that keep the stage-1 model: a cluster's n stage-1 members get the
+    logit m = log(Σ_others e^u / (β − n)) + margin, so β·softmax ≥ 1 saturates them (ŝ_cl = 1, as
+    in stage 1) while the added labels start low (≈ β·e^u / Z), below the members they join.
+    (Upstream's 2022 code also started from the approximate A; its later U[0, 1) start gives every
+    edge ≈ β/κ, which on small CPU clusters ranks newcomers with the members and loses stage 1.)"""
+    ids = torch.from_numpy(pattern)
+    valid = ids < num_labels
+    cluster = torch.arange(ids.shape[0]).unsqueeze(1)
+    member = valid & (torch.from_numpy(parent)[ids.clamp(max=num_labels - 1)] == cluster)
+    n = member.sum(1, keepdim=True).float()
+    if bool((n >= beta).any()):
+        raise ValueError(f"backbone_params (elias).beta={beta}: adj_init=members needs beta above the "
+                         f"{int(n.max())} stage-1 members of a cluster (raise beta and kappa, or use adj_init=uniform)")
+    others = torch.where(valid & ~member, logits, float("-inf")).logsumexp(1, keepdim=True)
+    m = torch.where(torch.isfinite(others), others, 0.0) - torch.log(beta - n) + margin
+    return torch.where(member, m.expand_as(logits), logits)
 
 
 def _best(keys: torch.Tensor, n: int) -> torch.Tensor:
