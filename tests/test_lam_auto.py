@@ -15,6 +15,7 @@ from lever import XCDataset
 from lever.train import TrainParams, train
 from lever.train.auto import (
     AutoParams,
+    AutoSearch,
     Cell,
     best_cell,
     validation_rows,
@@ -238,6 +239,10 @@ def test_frozen_teacher_is_refit_without_the_validation_documents(
         assert soft is None or _teacher_of(soft) == str(refit)
     final_soft = json.loads((run / "config.json").read_text())["lever"]["soft_labels"]
     assert final_soft is None or _teacher_of(final_soft) == str(teacher)
+    lam_cell = {"cell": "lam0.5", "lam": 0.5, "kappa": None, "uses_teacher": True,
+                "soft": {"tau_l": 4, "tau_d": 2, "calibration": "linear"}}  # as if chosen
+    forced = AutoSearch(params, progress=False).final_params(lam_cell).lever.soft_labels
+    assert _teacher_of(forced) == str(teacher)
 
     # Interrupted after the refit teacher's last checkpoint (its export, cells and choice lost):
     # the rerun resumes the teacher and reaches the same choice with the same figures.

@@ -81,6 +81,7 @@ class AutoParams(Params):
             (self.val_max_docs >= 1, "val_max_docs", ">= 1"),
             (self.epochs is None or self.epochs >= 1, "epochs", "None or >= 1"),
             (self.max_p5_drop >= 0, "max_p5_drop", ">= 0"),
+            (self.teacher_refit in (None, True, False), "teacher_refit", "true, false or null"),
             (all(0.0 <= x <= 1.0 for x in self.lams), "lams", "values in [0, 1]"),
             (all(x >= 0 for x in self.kappas), "kappas", "values >= 0"),
             (all(x >= 0 for x in self.tau_d), "tau_d", "values >= 0"),
