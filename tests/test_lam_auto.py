@@ -15,6 +15,7 @@ from lever import XCDataset
 from lever.train import TrainParams, train
 from lever.train.auto import (
     AutoParams,
+    AutoSearch,
     Cell,
     best_cell,
     validation_rows,
@@ -41,13 +42,13 @@ def teacher_and_soft(tiny_xc_dir, tiny_bert_dir, tmp_path_factory):
     return teacher, root / "soft.npz"
 
 
-def _auto_params(data, out, teacher, soft, **auto) -> TrainParams:
+def _auto_params(data, out, embeddings, soft, **auto) -> TrainParams:
     grid = {"epochs": 1, "lams": [0.5], "kappas": [2.0], "tau_d": [3], "calibrations": [],
             "val_fraction": 0.2, **auto}
     return TrainParams(
         data=str(data), backbone="generic", out=str(out),
-        backbone_params={"embeddings": str(teacher)},
-        lever=LeverParams(soft_labels=str(soft), lam="auto", auto=AutoParams(**grid)),
+        backbone_params={"embeddings": str(embeddings)},
+        lever=LeverParams(soft_labels=soft and str(soft), lam="auto", auto=AutoParams(**grid)),
         optim=OptimParams(epochs=2, batch_size=32), run=RunParams(seed=1, eval_every=2),
     )
 
@@ -167,3 +168,121 @@ def test_diagnose_compares_on_the_validation_split(tiny_xc_dir, teacher_and_soft
     assert "weaker than the student on every decile" in text
     plot_diagnosis(d, tmp_path / "diag.png")
     assert (tmp_path / "diag.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ---------------------------------------------------------------------------------------------
+# The cells' teacher: a frozen teacher is refit without the validation documents
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def frozen_teacher(tiny_xc_dir, tiny_bert_dir, tmp_path_factory):
+    """A frozen-kind teacher (tower over tiny-BERT features) trained on ALL training documents."""
+    from lever.teacher.params import TeacherParams, preset
+    from lever.teacher.train import train_teacher
+
+    root = tmp_path_factory.mktemp("auto_frozen")
+    params = TeacherParams(**(preset("frozen-cpu").to_dict() | {
+        "encoder": str(tiny_bert_dir), "max_len": 16, "epochs": 2, "batch_size": 64, "hidden": 16,
+        "warmup_steps": 2, "cache_dir": str(root / "cache"),
+    }))
+    train_teacher(XCDataset.load(tiny_xc_dir), params, root / "teacher", progress=False)
+    return root / "teacher", root / "cache"
+
+
+def _teacher_of(soft_file) -> str:
+    from lever.soft_labels import SoftLabels
+
+    return SoftLabels.load(soft_file).meta["teacher"]["path"]
+
+
+def test_frozen_teacher_is_refit_without_the_validation_documents(
+    tiny_xc_dir, frozen_teacher, teacher_and_soft, tmp_path, capsys
+):
+    from lever.teacher.frozen import load_tower
+    from lever.teacher.params import TeacherParams
+    from lever.train.embeddings import frozen_embeddings
+
+    teacher, cache = frozen_teacher
+    run = tmp_path / "run"
+    features = teacher_and_soft[0]  # the students' frozen features: the zero-shot folder
+    params = _auto_params(tiny_xc_dir, run, features, None, kappas=[], tau_d=[], teacher=str(teacher))
+    train(params, progress=False)
+    assert "WARNING" not in capsys.readouterr().err
+    refit = run / "auto" / "teacher"
+    choice = json.loads((run / "auto" / "choice.json").read_text())
+    assert choice["teacher"]["saw_validation"] is False and choice["teacher"]["cells"] == str(refit)
+
+    # Same TeacherParams as the given teacher (the feature cache aside), on the validation dataset.
+    given_cfg = json.loads((teacher / "config.json").read_text())
+    refit_cfg = json.loads((refit / "config.json").read_text())
+    assert {**refit_cfg, "cache_dir": None} == {**given_cfg, "cache_dir": None}
+    sub = XCDataset.load(json.loads((refit / "refit.json").read_text())["data"])
+    val = json.loads((run / "auto" / "split.json").read_text())["val_rows"]
+    ds = XCDataset.load(tiny_xc_dir)
+    keep = np.setdiff1d(np.arange(ds.num_train), val)
+    assert sub.trn_texts == [ds.trn_texts[i] for i in keep]
+    meta = json.loads((refit / "embeddings" / "meta.json").read_text())
+    assert meta["fingerprint"] == sub.fingerprint() and meta["rows"]["trn"] == ds.num_train - len(val)
+
+    # What the tower trained on: its input statistics are those of exactly the kept documents
+    # (and the label texts), not of all training documents.
+    p = TeacherParams.load(teacher / "config.json")
+    feats = frozen_embeddings(ds, cache, p.encoder, ("trn", "lbl"), max_len=p.max_len)
+    tower = load_tower(refit / "tower.safetensors")
+    kept = np.concatenate([np.asarray(feats["trn"])[keep], feats["lbl"]])
+    everything = np.concatenate([np.asarray(feats["trn"]), feats["lbl"]])
+    assert np.allclose(tower.mean.numpy(), kept.mean(0), atol=1e-5)
+    assert not np.allclose(tower.mean.numpy(), everything.mean(0), atol=1e-5)
+
+    # Every cell's soft labels come from the refit teacher, the final model's from the given one.
+    for cell in json.loads((run / "auto" / "grid.json").read_text()):
+        soft = json.loads((run / "auto" / "cells" / cell["name"] / "config.json").read_text())["lever"]["soft_labels"]
+        assert soft is None or _teacher_of(soft) == str(refit)
+    final_soft = json.loads((run / "config.json").read_text())["lever"]["soft_labels"]
+    assert final_soft is None or _teacher_of(final_soft) == str(teacher)
+    lam_cell = {"cell": "lam0.5", "lam": 0.5, "kappa": None, "uses_teacher": True,
+                "soft": {"tau_l": 4, "tau_d": 2, "calibration": "linear"}}  # as if chosen
+    forced = AutoSearch(params, progress=False).final_params(lam_cell).lever.soft_labels
+    assert _teacher_of(forced) == str(teacher)
+
+    # Interrupted after the refit teacher's last checkpoint (its export, cells and choice lost):
+    # the rerun resumes the teacher and reaches the same choice with the same figures.
+    before = np.load(refit / "embeddings" / "trn.npy")
+    for name in ("choice.json", "grid.json"):
+        (run / "auto" / name).unlink()
+    for path in [refit / "embeddings" / "meta.json", refit / "tower.safetensors"]:
+        path.unlink()
+    import shutil
+
+    shutil.rmtree(run / "auto" / "cells")
+    shutil.rmtree(run / "auto" / "soft")
+    train(params, progress=False)
+    assert json.loads((run / "auto" / "choice.json").read_text()) == choice
+    assert np.array_equal(np.load(refit / "embeddings" / "trn.npy"), before)
+
+
+def test_finetune_teacher_is_used_as_given_with_a_warning(
+    tiny_xc_dir, teacher_and_soft, tiny_bert_dir, tmp_path, capsys
+):
+    import shutil
+
+    from lever.teacher.params import TeacherParams
+    from lever.utils.params import ParamsError
+
+    zero_shot, _ = teacher_and_soft
+    finetuned = tmp_path / "finetuned"  # a fine-tune teacher folder: its config and embeddings
+    shutil.copytree(zero_shot / "embeddings", finetuned / "embeddings")
+    TeacherParams(kind="finetune", encoder=str(tiny_bert_dir), max_len=16).save(finetuned / "config.json")
+    run = tmp_path / "run"
+    train(_auto_params(tiny_xc_dir, run, zero_shot, None, kappas=[], tau_d=[], teacher=str(finetuned)),
+          progress=False)
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "kind finetune" in err and "validation documents included" in err
+    choice = json.loads((run / "auto" / "choice.json").read_text())
+    assert choice["teacher"]["saw_validation"] is True and choice["teacher"]["kind"] == "finetune"
+    assert not (run / "auto" / "teacher").exists()
+
+    # Asking for a refit of a folder without TeacherParams is a clear error.
+    shutil.copytree(zero_shot / "embeddings", tmp_path / "embeddings-only" / "embeddings")
+    with pytest.raises(ParamsError, match="teacher_refit=True.*no config.json"):
+        train(_auto_params(tiny_xc_dir, tmp_path / "r2", zero_shot, None, kappas=[], tau_d=[],
+                           teacher=str(tmp_path / "embeddings-only"), teacher_refit=True), progress=False)
