@@ -211,6 +211,20 @@ def test_frozen_teacher_is_refit_without_the_validation_documents(
     choice = json.loads((run / "auto" / "choice.json").read_text())
     assert choice["teacher"]["saw_validation"] is False and choice["teacher"]["cells"] == str(refit)
 
+    # The diagnosis of this run judges the refit teacher on the validation split, not the given one.
+    from lever.metrics import evaluate, inverse_propensity
+    from lever.soft_labels.diagnose import diagnose
+    from lever.teacher.evaluate import exact_knn
+
+    d = diagnose(tiny_xc_dir, teacher, run, k=5, progress=False)
+    sub = XCDataset.load(run / "auto" / "data")
+    ref = evaluate(sub.tst_Y, exact_knn(np.load(refit / "embeddings" / "tst.npy"),
+                                        np.load(refit / "embeddings" / "lbl.npy"), 5, filter=sub.tst_filter),
+                   inverse_propensity(sub.trn_Y, sub.meta.propensity_a, sub.meta.propensity_b),
+                   k=5, filter=sub.tst_filter)
+    assert d["split"] == "validation" and d["teacher_folder"] == str(refit)
+    assert d["teacher"]["PSP@5"] == pytest.approx(ref["PSP@5"]) and d["teacher"]["P@1"] == pytest.approx(ref["P@1"])
+
     # Same TeacherParams as the given teacher (the feature cache aside), on the validation dataset.
     given_cfg = json.loads((teacher / "config.json").read_text())
     refit_cfg = json.loads((refit / "config.json").read_text())

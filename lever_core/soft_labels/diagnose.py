@@ -7,8 +7,10 @@ documents, decile by decile (head first, equal training-positive mass per bin): 
 bin's positives and the bin's share of P@k and PSP@k.
 
 Held-out documents: a ``--lam auto`` run's validation split, with the search's plain student
-(``RUN/auto/cells/baseline``, trained without those documents); for any other run the dataset's
-test split with the run's own model.
+(``RUN/auto/cells/baseline``, trained without those documents) against the search's refit
+teacher (``RUN/auto/teacher``, also trained without them) when there is one, else the given
+teacher (which saw them: optimistic); for any other run the dataset's test split with the run's
+own model.
 """
 
 from __future__ import annotations
@@ -23,19 +25,27 @@ WARNING = "LEVER is unlikely to help here; stronger teacher or --lam auto"
 
 
 def _held_out(data: str | Path, teacher: str | Path, run: str | Path):
-    """``(split name, dataset to score, student run folder, teacher doc and label embeddings)``."""
+    """``(split name, dataset to score, student run folder, teacher doc and label embeddings,
+    the teacher folder they come from)``."""
     from lever.data import XCDataset
     from lever.soft_labels.teacher_embeddings import load_teacher_embeddings
 
     ds = XCDataset.load(data)
     auto = Path(run) / "auto"
+    refit = auto / "teacher"
+    if (auto / "cells" / "baseline" / "model.safetensors").exists() and (refit / "embeddings" / "meta.json").exists():
+        # The search refit the teacher without the validation documents: judge that one, since
+        # the given teacher has seen (and largely memorised) them.
+        val = XCDataset.load(auto / "data")
+        emb = load_teacher_embeddings(refit, {"tst": val.num_test, "lbl": val.num_labels}, ("tst", "lbl"))
+        return "validation", val, auto / "cells" / "baseline", emb["tst"], emb["lbl"], refit
     if (auto / "cells" / "baseline" / "model.safetensors").exists():
         val_rows = np.asarray(json.loads((auto / "split.json").read_text())["val_rows"], dtype=np.int64)
         emb = load_teacher_embeddings(teacher, {"trn": ds.num_train, "lbl": ds.num_labels})
         docs = np.asarray(emb["trn"][val_rows])
-        return "validation", XCDataset.load(auto / "data"), auto / "cells" / "baseline", docs, emb["lbl"]
+        return "validation", XCDataset.load(auto / "data"), auto / "cells" / "baseline", docs, emb["lbl"], teacher
     emb = load_teacher_embeddings(teacher, {"tst": ds.num_test, "lbl": ds.num_labels}, ("tst", "lbl"))
-    return "test", ds, Path(run), emb["tst"], emb["lbl"]
+    return "test", ds, Path(run), emb["tst"], emb["lbl"], teacher
 
 
 def _accumulate(ds, preds: tuple[np.ndarray, np.ndarray], k: int):
@@ -56,7 +66,7 @@ def diagnose(data, teacher, run, k: int = 5, device: str = "auto", progress: boo
     from lever.train.loop import load_trained
     from lever.train.predict import predict_topk
 
-    split, ds, student_run, docs, lbl = _held_out(data, teacher, run)
+    split, ds, student_run, docs, lbl, teacher = _held_out(data, teacher, run)
     backbone, module, _, _ = load_trained(student_run, ds.root, device)
     dev = next(module.parameters()).device
     student = predict_topk(backbone, module, ds.num_test, ds.num_labels, k, dev,
@@ -64,7 +74,7 @@ def diagnose(data, teacher, run, k: int = 5, device: str = "auto", progress: boo
     teach = exact_knn(docs, lbl, k, filter=ds.tst_filter)
     counts = label_counts(ds.trn_Y)
     out: dict[str, Any] = {"split": split, "num_docs": ds.num_test, "k": k,
-                           "student_run": str(student_run), "teacher": str(teacher)}
+                           "student_run": str(student_run), "teacher_folder": str(teacher)}
     for name, preds in (("student", student), ("teacher", teach)):
         acc = _accumulate(ds, preds, k)
         out[name] = {key: float(v) for key, v in acc.summary().items()}
