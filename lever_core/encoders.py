@@ -86,6 +86,30 @@ def texts_fingerprint(texts: list[str]) -> str:
     return h.hexdigest()
 
 
+def keyed_cache(cache_file: str | os.PathLike, key: dict, compute) -> np.ndarray:
+    """``compute()``'s array, saved once to ``cache_file`` with ``key`` beside it
+    (``<cache_file>.json``) and memory-mapped afterwards. A different or damaged key recomputes,
+    so a changed dataset, encoder or setting never silently reuses stale rows."""
+    import json
+
+    from lever.utils.atomic import atomic_path, write_json_atomic
+
+    cache_file = Path(cache_file)
+    meta_file = cache_file.with_name(cache_file.name + ".json")
+    if cache_file.exists() and meta_file.exists():
+        try:
+            if json.loads(meta_file.read_text()) == key:
+                return np.load(cache_file, mmap_mode="r")
+        except json.JSONDecodeError:
+            pass  # a damaged key file means recompute, never trust the cache
+    array = compute()
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cache_file, suffix=".npy") as tmp:
+        np.save(tmp, array)
+    write_json_atomic(meta_file, key)
+    return np.load(cache_file, mmap_mode="r")
+
+
 def cached_embeddings(
     texts: list[str],
     cache_file: str | os.PathLike,
@@ -100,27 +124,15 @@ def cached_embeddings(
     changed dataset or encoder recomputes instead of silently reusing stale rows. ``max_len``
     truncates texts to that many tokens (default: the encoder's own limit).
     """
-    import json
-
-    from lever.utils.atomic import atomic_path, write_json_atomic
-
-    cache_file = Path(cache_file)
     resolved = resolve_encoder_path(encoder_path)
     key = {"encoder": resolved, "n": len(texts), "texts_sha256": texts_fingerprint(texts)}
     if max_len is not None:
         key["max_len"] = int(max_len)
-    meta_file = cache_file.with_name(cache_file.name + ".json")
-    if cache_file.exists() and meta_file.exists():
-        try:
-            if json.loads(meta_file.read_text()) == key:
-                return np.load(cache_file, mmap_mode="r")
-        except json.JSONDecodeError:
-            pass  # a damaged key file means recompute, never trust the cache
-    encoder = load_sentence_encoder(resolved, device=device)
-    if max_len is not None:
-        encoder.max_seq_length = int(max_len)
-    emb = embed_texts(encoder, texts, batch_size=batch_size)
-    with atomic_path(cache_file, suffix=".npy") as tmp:
-        np.save(tmp, emb)
-    write_json_atomic(meta_file, key)
-    return np.load(cache_file, mmap_mode="r")
+
+    def compute() -> np.ndarray:
+        encoder = load_sentence_encoder(resolved, device=device)
+        if max_len is not None:
+            encoder.max_seq_length = int(max_len)
+        return embed_texts(encoder, texts, batch_size=batch_size)
+
+    return keyed_cache(cache_file, key, compute)

@@ -83,3 +83,26 @@ def test_every_package_folder_is_listed_in_pyproject():
             rel = init.parent.relative_to(ROOT / folder).parts
             found.add(".".join((import_root, *rel)))
     assert found == listed, f"pyproject packages list out of date: missing {found - listed}, stale {listed - found}"
+
+
+def test_keyed_cache_reuses_only_a_matching_key(tmp_path):
+    """One cache rule for every frozen-feature file: same key → the saved rows (no recompute),
+    another key or a damaged key file → recomputed and rewritten."""
+    import numpy as np
+
+    from lever.encoders import keyed_cache
+
+    calls = []
+
+    def compute(value):
+        def run():
+            calls.append(value)
+            return np.full((3, 2), value, dtype=np.float32)
+        return run
+
+    f = tmp_path / "x.npy"
+    assert keyed_cache(f, {"v": 1}, compute(1.0))[0, 0] == 1.0
+    assert keyed_cache(f, {"v": 1}, compute(9.0))[0, 0] == 1.0 and calls == [1.0]
+    assert keyed_cache(f, {"v": 2}, compute(2.0))[0, 0] == 2.0 and calls == [1.0, 2.0]
+    (tmp_path / "x.npy.json").write_text("{damaged")
+    assert keyed_cache(f, {"v": 2}, compute(3.0))[0, 0] == 3.0 and calls == [1.0, 2.0, 3.0]

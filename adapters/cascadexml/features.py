@@ -10,7 +10,6 @@ the rows are memory-mapped, so a batch is a row lookup (Renée's ``RowFeatures``
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -84,37 +83,26 @@ def cached_layer_states(
     """:class:`LayerStates` of every text (float32 ``[N, len(layers)·H]``), computed once and
     memory-mapped afterwards; the cache is keyed by encoder, layers, pooling, token limit and a
     hash of the texts, so a change recomputes instead of reusing stale rows."""
-    import json
-
     from transformers import AutoTokenizer
 
-    from lever.encoders import texts_fingerprint
-    from lever.utils.atomic import atomic_path, write_json_atomic
+    from lever.encoders import keyed_cache, texts_fingerprint
 
-    cache_file = Path(cache_file)
     key = {
         "encoder": str(model_path), "layers": [int(x) for x in layers], "pooling": pooling,
         "max_len": int(max_len), "n": len(texts), "texts_sha256": texts_fingerprint(texts),
     }
-    meta_file = cache_file.with_name(cache_file.name + ".json")
-    if cache_file.exists() and meta_file.exists():
-        try:
-            if json.loads(meta_file.read_text()) == key:
-                return np.load(cache_file, mmap_mode="r")
-        except json.JSONDecodeError:
-            pass  # a damaged key file means recompute
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    encoder = LayerStates(model_path, layers, pooling).eval()
-    out = np.empty((len(texts), encoder.out_dim), dtype=np.float32)
-    # Longest texts first keeps padding low; rows go back to their places.
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    for lo in tqdm(range(0, len(texts), batch_size), desc="layer states", disable=not progress, leave=False):
-        idx = order[lo : lo + batch_size]
-        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                        max_length=max_len, return_tensors="pt")
-        out[idx] = encoder({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}).numpy()
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(cache_file, suffix=".npy") as tmp:
-        np.save(tmp, out)
-    write_json_atomic(meta_file, key)
-    return np.load(cache_file, mmap_mode="r")
+
+    def compute() -> np.ndarray:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        encoder = LayerStates(model_path, layers, pooling).eval()
+        out = np.empty((len(texts), encoder.out_dim), dtype=np.float32)
+        # Longest texts first keeps padding low; rows go back to their places.
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        for lo in tqdm(range(0, len(texts), batch_size), desc="layer states", disable=not progress, leave=False):
+            idx = order[lo : lo + batch_size]
+            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                            max_length=max_len, return_tensors="pt")
+            out[idx] = encoder({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}).numpy()
+        return out
+
+    return keyed_cache(cache_file, key, compute)
