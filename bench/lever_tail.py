@@ -1,19 +1,23 @@
 """Does LEVER lift the tail? One table per dataset in the paper's format (P/PSP/C @1/3/5):
-Omikuji (reference), the teacher alone, Renée, Renée + label rows, Renée + LEVER (λ = 0.5, the
-paper) and Renée + LEVER (``--lam auto``), every student with Renée's own CPU defaults (no tuning
-flags), the same seed and the same frozen features; decile plots; epoch times.
+Omikuji (reference), the teacher alone, and per backbone (Renée, ELIAS, CascadeXML) the plain
+model, + label rows, + LEVER (λ = 0.5, the paper) and + LEVER (``--lam auto``), every student
+with its backbone's own CPU defaults (no tuning flags), the same seed and the same frozen
+features; decile plots; epoch times; prediction time per 1,000 test documents.
 
-Every student is a real ``lever train --backbone renee`` run (resumable: rerunning continues).
+Every student is a real ``lever train --backbone B`` run (resumable: rerunning continues).
 
 usage:
   python bench/lever_tail.py --data runs/foldoc --teacher runs/teacher_frozen_foldoc \
       --features runs/zeroshot_foldoc --soft runs/soft_foldoc.npz --out runs/tail_foldoc \
-      [--variants omikuji teacher renee renee_label_rows renee_lever renee_lever_auto] \
+      [--variants omikuji teacher renee renee_label_rows renee_lever renee_lever_auto \
+                  elias elias_label_rows elias_lever cascadexml cascadexml_lever ...] \
       [--auto epochs=2 ...]
 
 ``--features``: a teacher-style folder of frozen MiniLM embeddings (the zero-shot teacher) that
-feeds the students (``encoder.embeddings``); ``--teacher``: LEVER's teacher; ``--soft``: its soft
-labels at the paper's defaults. Writes bench/results/lever_tail_<dataset>.{json,md} and plots.
+feeds Renée and ELIAS (``encoder.embeddings``; CascadeXML caches its own per-layer MiniLM
+states); ``--teacher``: LEVER's teacher; ``--soft``: its soft labels at the paper's defaults.
+Writes bench/results/lever_tail_<dataset>.{json,md} and plots; several invocations may add
+variants to the same files at once (a lock serialises the writes).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from renee_wordnet import run_omikuji  # bench scripts share the Omikuji runner
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KS = (1, 3, 5)
-VARIANTS = ("omikuji", "teacher", "renee", "renee_label_rows", "renee_lever", "renee_lever_auto")
+BACKBONES = ("renee", "elias", "cascadexml")
+VARIANTS = ("omikuji", "teacher") + tuple(
+    b + suffix for b in BACKBONES for suffix in ("", "_label_rows", "_lever", "_lever_auto"))
 
 
 def _key_value(text: str):
@@ -49,16 +55,19 @@ def student_params(args, variant: str):
     from lever.train.auto import AutoParams
     from lever.train.params import LeverParams, RunParams, TrainParams
 
-    lever = variant.startswith("renee_lever")
+    backbone = variant.split("_")[0]
+    lever = "_lever" in variant
+    # CascadeXML reads several encoder layers, so it caches its own states instead
+    features = {} if backbone == "cascadexml" else {"encoder": {"embeddings": args.features}}
     return TrainParams(
         data=args.data,
-        backbone="renee",
+        backbone=backbone,
         out=str(Path(args.out) / variant),
-        backbone_params={"encoder": {"embeddings": args.features}},
+        backbone_params=features,
         lever=LeverParams(
             soft_labels=args.soft if lever else None,
-            label_rows=variant != "renee",
-            lam="auto" if variant == "renee_lever_auto" else 0.5,
+            label_rows=variant != backbone,
+            lam="auto" if variant.endswith("_lever_auto") else 0.5,
             auto=AutoParams.from_dict(dict(args.auto or []), source="--auto"),
         ),
         run=RunParams(seed=args.seed, cache_dir=str(Path(args.out) / "cache")),
@@ -78,13 +87,18 @@ def run_student(args, variant: str, ds):
     out = Path(params.out)
     log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     backbone, module, _, _ = load_trained(out, device="cpu")
+    t0 = time.time()
     preds = predict_topk(backbone, module, ds.num_test, ds.num_labels, 5, torch.device("cpu"),
                          exclude=ds.tst_filter, progress=not args.quiet)
     info = {
         "epoch_seconds": [r["seconds"] for r in log],
         "wall_seconds_this_invocation": wall,
+        "predict_seconds_per_1000_docs": 1000 * (time.time() - t0) / ds.num_test,
         "config": json.loads((out / "config.json").read_text()),
     }
+    shortlists = out / "cascadexml_shortlists.json"  # share of positives / teacher nodes in the beams
+    if shortlists.exists():
+        info["shortlists"] = json.loads(shortlists.read_text())["levels"]
     choice = out / "auto" / "choice.json"
     if choice.exists():
         info["auto_choice"] = json.loads(choice.read_text())
@@ -122,13 +136,13 @@ def score(ds, preds, name: str, tag: str):
 
 def markdown(ds, runs: dict, tag: str) -> str:
     lines = [
-        f"# Does LEVER lift the tail? {tag} (CPU, Renée on frozen MiniLM ⊕ TF-IDF, Renée's defaults)",
+        f"# Does LEVER lift the tail? {tag} (CPU, students on frozen MiniLM ⊕ TF-IDF, each backbone's defaults)",
         "",
         (f"{ds.num_train:,} train / {ds.num_test:,} test documents, {ds.num_labels:,} labels; "
          "test filter applied; metrics in %."),
         "",
-        "| model | P@1 | P@3 | P@5 | PSP@1 | PSP@3 | PSP@5 | C@1 | C@3 | C@5 | s/epoch |",
-        "|---|" + "---|" * 10,
+        "| model | P@1 | P@3 | P@5 | PSP@1 | PSP@3 | PSP@5 | C@1 | C@3 | C@5 | s/epoch | predict s / 1k docs |",
+        "|---|" + "---|" * 11,
     ]
     for name in VARIANTS:
         if name not in runs:
@@ -137,18 +151,11 @@ def markdown(ds, runs: dict, tag: str) -> str:
         ep = info.get("epoch_seconds")
         sec = f"{np.median(ep):.0f}" if ep else f"{info.get('train_seconds') or 0:.0f} (train)"
         vals = " | ".join(f"{m[f'{x}@{k}']:.2f}" for x in ("P", "PSP", "C") for k in KS)
-        lines.append(f"| {name} | {vals} | {sec} |")
-    if "renee" in runs:
-        base = runs["renee"]["metrics"]
-        for name in ("renee_lever", "renee_lever_auto"):
-            if name in runs:
-                m = runs[name]["metrics"]
-                d = ", ".join(f"{x}@5 {m[f'{x}@5'] - base[f'{x}@5']:+.2f}" for x in ("P", "PSP", "C"))
-                lines.append(f"\n{name} − renee: {d}")
-    if "renee_lever" in runs and "renee_label_rows" in runs:
-        ratio = np.median(runs["renee_lever"]["info"]["epoch_seconds"]) / np.median(
-            runs["renee_label_rows"]["info"]["epoch_seconds"])
-        lines.append(f"\nPer-epoch time, renee_lever / renee_label_rows: {ratio:.2f}x")
+        pred = info.get("predict_seconds_per_1000_docs")
+        lines.append(f"| {name} | {vals} | {sec} | {'' if pred is None else f'{pred:.2f}'} |")
+    for b in BACKBONES:
+        lines += _deltas(runs, b)
+    lines += _shortlist_shares(runs)
     auto = runs.get("renee_lever_auto", {}).get("info", {})
     if "auto_grid" in auto:
         lines += ["", "## `--lam auto` grid (validation split)", ""]
@@ -162,6 +169,38 @@ def markdown(ds, runs: dict, tag: str) -> str:
         if name in runs:
             lines += ["", f"![{name}](lever_tail_{tag}_deciles_{name}.png)"]
     return "\n".join(lines) + "\n"
+
+
+def _deltas(runs: dict, b: str) -> list[str]:
+    """LEVER − plain at k = 5 and the epoch-time ratios of one backbone's runs."""
+    lines = []
+    if b in runs:
+        base = runs[b]["metrics"]
+        for name in (f"{b}_lever", f"{b}_lever_auto"):
+            if name in runs:
+                m = runs[name]["metrics"]
+                d = ", ".join(f"{x}@5 {m[f'{x}@5'] - base[f'{x}@5']:+.2f}" for x in ("P", "PSP", "C"))
+                lines.append(f"\n{name} − {b}: {d}")
+    epochs = {n: np.median(runs[n]["info"]["epoch_seconds"]) for n in (b, f"{b}_label_rows", f"{b}_lever")
+              if n in runs and runs[n]["info"].get("epoch_seconds")}
+    for ref in (f"{b}_label_rows", b):
+        if f"{b}_lever" in epochs and ref in epochs:
+            lines.append(f"\nPer-epoch time, {b}_lever / {ref}: {epochs[f'{b}_lever'] / epochs[ref]:.2f}x")
+    return lines
+
+
+def _shortlist_shares(runs: dict) -> list[str]:
+    rows = [(n, s) for n in VARIANTS if n in runs for s in runs[n]["info"].get("shortlists", [])]
+    if not rows:
+        return []
+    lines = ["", ("Share of each level's positive / teacher-only nodes in its training beam (CascadeXML; "
+                  "level 0 scores every cluster):"), "",
+             "| model | level | positives | reached | teacher nodes | reached |", "|---|---|---|---|---|---|"]
+    for name, s in rows:
+        tr = "–" if s["teacher_reached"] is None else f"{100 * s['teacher_reached']:.1f}%"
+        lines.append(f"| {name} | {s['level']} | {s['positives']:.0f} | {100 * s['positives_reached']:.1f}% | "
+                     f"{s['teacher']:.0f} | {tr} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

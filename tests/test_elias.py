@@ -262,23 +262,31 @@ def test_lever_train_resumed_mid_stage_equals_uninterrupted_then_predicts(data, 
 
 
 @pytest.mark.distributed
-def test_two_processes_equal_one_with_the_same_global_batch(data, tmp_path):
+@pytest.mark.parametrize("init", ["uniform", "members"])
+def test_two_processes_equal_one_with_the_same_global_batch(data, tmp_path, init):
     from lever.cli import main
 
-    # adj_init=uniform: with the members start (saturated edges tied at ŝ_cl = 1) the two runs
-    # drift apart by more than float noise (open: see docs/elias.md)
-    uniform = ("--bp", "adj_init=uniform")
-    assert main(_train_args(data, tmp_path / "one", "--batch-size", "32", *uniform)) == 0
+    bp = ("--bp", f"adj_init={init}")
+    assert main(_train_args(data, tmp_path / "one", "--batch-size", "32", *bp)) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "lever", *_train_args(data, tmp_path / "two", "--batch-size", "16", *uniform)]
+           "-m", "lever", *_train_args(data, tmp_path / "two", "--batch-size", "16", *bp)]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     one = load_file(str(tmp_path / "one" / "model.safetensors"))
     two = load_file(str(tmp_path / "two" / "model.safetensors"))
     assert torch.equal(one["adj_ids"], two["adj_ids"]) and torch.equal(one["parent"], two["parent"])
+    if init == "uniform":
+        for key in one:
+            torch.testing.assert_close(two[key], one[key], rtol=0, atol=2e-5, msg=key)
+        return
+    # members (saturated edges at ŝ_cl = 1): measured 4 of 17,040 bag weights (one document's
+    # tokens) off by <= 1.5e-4, presumably one near-tie in the beam flipped by the batch-size-
+    # dependent float order of the GEMMs (not traced); everything else agrees to float noise
     for key in one:
-        torch.testing.assert_close(two[key], one[key], rtol=0, atol=2e-5, msg=key)
+        diff = (two[key].float() - one[key].float()).abs()
+        assert float(diff.max()) <= 1e-3, key
+        assert int((diff > 2e-5).sum()) <= max(8, diff.numel() // 1000), key
 
 
 def test_wrap_trains_and_leaves_inference_and_weights_identical(data, tmp_path):

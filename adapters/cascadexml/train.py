@@ -129,7 +129,7 @@ class CascadeXMLBackbone(Backbone):
         if enc.frozen:
             key = f"{model_path}|{used}|{enc.pooling}|{enc.max_len}"
             folder = Path(ctx.cache_dir) / ("cascadexml-layers-" + hashlib.sha256(key.encode()).hexdigest()[:10])
-            progress = ctx.env is None or ctx.env.is_main
+            progress = ctx.progress and (ctx.env is None or ctx.env.is_main)
             states = {
                 s: cached_layer_states(t, folder / f"{s}-{texts_fingerprint(t)[:12]}.npy", model_path, used,
                                        enc.pooling, enc.max_len, progress=progress)

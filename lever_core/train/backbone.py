@@ -117,6 +117,7 @@ class BuildContext:
     env: Any  # lever.train.distributed.DistEnv
     cache_dir: Path
     hooks: ScopedHooks | None = None  # the hooks in this backbone's scope
+    progress: bool = True  # progress bars of long set-up work (False under --no-progress, rank > 0)
 
 
 class AmpContext:

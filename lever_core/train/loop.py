@@ -306,7 +306,7 @@ class Trainer:
         # The loop's losses are sums; it scales them by 1 / rows in the global batch.
         loss_params = params.lever.loss_params("sum")
         backbone.attach(hooks, loss_params)
-        ctx = BuildContext(dataset, rows, params, device, env, cache_dir, hooks)
+        ctx = BuildContext(dataset, rows, params, device, env, cache_dir, hooks, show)
         self.module = backbone.build(ctx).to(device)
         self.trainable = [p for p in self.module.parameters() if p.requires_grad]
         broadcast_parameters(self.trainable, env)
