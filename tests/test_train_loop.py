@@ -96,10 +96,11 @@ def test_train_end_to_end_writes_run_folder(tiny_xc_dir, tiny_bert_dir, cache_di
         assert metrics[key] == pytest.approx(expected[key], abs=1e-6)
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "one_cycle"])
 def test_resume_reaches_the_same_weights(
-    tiny_xc_dir, tiny_bert_dir, cache_dir, tiny_soft_labels, tmp_path
+    tiny_xc_dir, tiny_bert_dir, cache_dir, tiny_soft_labels, tmp_path, schedule
 ):
-    kw = {"soft_labels": str(tiny_soft_labels), "warmup_steps": 3, "eval_every": 2}
+    kw = {"soft_labels": str(tiny_soft_labels), "warmup_steps": 3, "eval_every": 2, "schedule": schedule}
     straight = tmp_path / "straight"
     train(_params(tiny_xc_dir, straight, tiny_bert_dir, cache_dir, **kw), progress=False)
 

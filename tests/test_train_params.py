@@ -59,7 +59,7 @@ def _nested_equivalent() -> TrainParams:
             soft_labels="/runs/soft.npz", lam=0.5, kappa=4.0, mode="mix", label_rows=True,
             auto=AutoParams(kappas=[1.0, 4.0]),
         ),
-        optim=OptimParams(epochs=2, batch_size=64, group_lr={"clf": 0.5}, warmup_steps=20),
+        optim=OptimParams(epochs=2, batch_size=64, group_lr={"clf": 0.5}, warmup_steps=20, schedule="cosine"),
         run=RunParams(checkpoint_every_steps=10, cache_dir="/runs/cache", seed=7),
     )
 

@@ -8,8 +8,9 @@ Two presets (``--bp preset=NAME``; keys given next to it override the preset):
 * ``paper``: the paper's recipe (its Table 18 / the upstream README commands): the encoder
   fine-tuned end to end with [CLS] features of layers {5,6}, 8, 10, 12 (scaled to the encoder's
   depth), per-level dropouts 0.2/0.25/0.35/0.5, AdamW with encoder LR 1e-4 and classifier LR
-  ×10, weight decay 0.05 / 0.005, beams 128/256/512, 2^3 children per cluster. The loop's own
-  settings (15 epochs, batch 64, one warm-up epoch; AMP on GPU) are ``lever train`` flags.
+  ×10, weight decay 0.05 / 0.005, beams 128/256/512, 2^3 children per cluster; and the loop's
+  defaults: 15 epochs, batch 64, the three-phase one-cycle schedule with one warm-up epoch and β1
+  cycling (``lever.train.schedule``), AMP on GPU (flags given to ``lever train`` still win).
 """
 
 from __future__ import annotations

@@ -52,9 +52,15 @@ class CascadeXMLBackbone(Backbone):
     params_class = CascadeXMLParams
     # Measured on this 2-core CPU with frozen MiniLM layers ⊕ TF-IDF (docs/cascadexml.md).
     train_defaults: ClassVar[dict[str, Any]] = {"epochs": 8, "batch_size": 64, "warmup_steps": 20}
+    # The paper's loop (upstream README): 15 epochs, batch 64, three-phase one-cycle with one
+    # warm-up epoch (warmup_steps 0 = one epoch under one_cycle).
+    paper_train_defaults: ClassVar[dict[str, Any]] = {
+        "epochs": 15, "batch_size": 64, "warmup_steps": 0, "schedule": "one_cycle"}
 
     def __init__(self, params: CascadeXMLParams | dict | None = None):
         super().__init__(params if isinstance(params, CascadeXMLParams) else resolve_params(params))
+        if self.params.preset == "paper":
+            self.train_defaults = self.paper_train_defaults
         self.train_rows: RowFeatures | None = None
         self.test_rows: RowFeatures | None = None
         self.counts: torch.Tensor | None = None  # [levels − 1, 4]: kept/all positives, kept/all teacher

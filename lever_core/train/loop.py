@@ -45,7 +45,7 @@ from lever.train.distributed import (
 from lever.train.params import AUTO, RESUMABLE_CHANGES, OptimParams, TrainParams
 from lever.train.predict import predict_topk
 from lever.train.rows import BatchBuilder, GlobalBatchSampler, TrainRows
-from lever.train.schedule import lr_factor
+from lever.train.schedule import adam_beta1, lr_factor
 from lever.utils.params import ParamsError
 from lever.utils.seed import seed_everything
 
@@ -363,11 +363,13 @@ class Trainer:
         self.stage = stage
         self.optimizers = build_optimizers(self.stages[stage].param_groups, self.optim)
 
-    def lr_factor(self) -> float:
+    def schedule_point(self) -> tuple[float, float | None]:
+        """(learning-rate factor, Adam β1 or None) of the stage's current step."""
         p = self.optim
         step = self.global_step - self.stage_first_step(self.stage)
-        total = self.stage_epochs[self.stage] * self.steps_per_epoch
-        return lr_factor(step, total, p.warmup_steps, p.schedule)
+        args = (step, self.stage_epochs[self.stage] * self.steps_per_epoch, p.warmup_steps, p.schedule,
+                self.steps_per_epoch)
+        return lr_factor(*args), adam_beta1(*args)
 
     # -- checkpoints -----------------------------------------------------------------------------
     def checkpoint(self, next_epoch: int, next_step: int) -> None:
@@ -458,10 +460,12 @@ class Trainer:
                     self.module, to_device(batch, self.device), amp
                 )
         sum_gradients(self.trainable, env)
-        factor = self.lr_factor()
+        factor, beta1 = self.schedule_point()
         for _, opt, base in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = base * factor
+                if beta1 is not None and "betas" in group:
+                    group["betas"] = (beta1, group["betas"][1])
         if p.max_grad_norm > 0:
             for _, opt, _ in self.optimizers:
                 amp.scaler.unscale_(opt)

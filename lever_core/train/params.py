@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from lever.train.auto import AutoParams
+from lever.train.schedule import SCHEDULES
 from lever.utils.params import Params, ParamsError, field
 
 AUTO = "auto"
@@ -22,10 +23,9 @@ def parse_lam(text: str) -> float | str:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a number in [0, 1] or 'auto'") from None
 
-SCHEDULES = ("cosine", "linear", "constant")
 # Optimisation settings a backbone may default (``Backbone.train_defaults``, keys naming
 # ``OptimParams`` fields); these when it does not.
-LOOP_DEFAULTS: dict[str, Any] = {"epochs": 4, "batch_size": 256, "warmup_steps": 0}
+LOOP_DEFAULTS: dict[str, Any] = {"epochs": 4, "batch_size": 256, "warmup_steps": 0, "schedule": "cosine"}
 
 
 def _error(where: str, name: str, value: Any, expected: str) -> ParamsError:
@@ -100,7 +100,7 @@ class OptimParams(Params):
     Batch arithmetic: one optimizer step sees ``batch_size × world_size × grad_accum`` rows (the
     global batch). The loss is summed over labels and divided by the number of rows in the global
     batch, so 2 processes × batch b, 1 process × accumulation 2 × batch b and 1 process × batch 2b
-    are the same optimisation. ``None`` (epochs, batch_size, warmup_steps): the backbone's default
+    are the same optimisation. ``None`` (epochs, batch_size, warmup_steps, schedule): the backbone's default
     (``TrainParams.with_defaults``)."""
 
     epochs: int | None = field(None, help="epochs (default: the backbone's, else 4)")
@@ -110,13 +110,15 @@ class OptimParams(Params):
     # Learning rate per group name (``--group-lr GROUP=LR``); overrides ``lr``.
     group_lr: dict[str, float] = dataclasses.field(default_factory=dict)
     weight_decay: float | None = field(None, help="weight decay of every group (default: each group's)")
-    schedule: str = field("cosine", choices=SCHEDULES, help="learning-rate decay after warm-up")
+    schedule: str | None = field(
+        None, choices=SCHEDULES, help="learning-rate shape (default: the backbone's, else cosine; lever.train.schedule)"
+    )
     warmup_steps: int | None = field(None, help="warm-up steps (default: the backbone's, else 0)")
     max_grad_norm: float = field(0.0, help="clip gradients (0: off)")
     amp: bool = field(True, help="mixed precision (CUDA only)")
 
     def validate(self, where: str = "TrainParams.optim") -> OptimParams:
-        if self.schedule not in SCHEDULES:
+        if self.schedule is not None and self.schedule not in SCHEDULES:
             raise _error(where, "schedule", self.schedule, f"one of {SCHEDULES}")
         for name in ("epochs", "batch_size", "grad_accum"):
             _check_int(self, where, name, 1)
