@@ -87,6 +87,9 @@ def test_params_presets_and_errors():
     paper = resolve_params({"preset": "paper", "beam": [4, 4], "encoder.max_len": 64})
     assert not paper.encoder.frozen and paper.encoder.pooling == "cls" and paper.encoder.max_len == 64
     assert paper.beam == [4, 4] and paper.dropouts == [0.2, 0.25, 0.35, 0.5]
+    assert paper.tree.features == "centroids" and paper.tree.walk_len == 400  # graph-smoothed centroids
+    with pytest.raises(ParamsError, match="walk_restart"):
+        resolve_params({"tree.walk_restart": 2.0})
     assert resolve_params({}).encoder.frozen  # cpu
     # the saved (resolved) params resolve to themselves, so a run resumes with the same settings
     assert resolve_params(paper.to_dict()) == paper
@@ -204,6 +207,15 @@ def test_teacher_aware_tree_moves_labels_the_teacher_relates_together(tiny_xc_di
         return int((leaf == leaf[partner]).sum())
 
     assert together(50.0) > together(0.0)
+
+
+def test_graph_smoothed_centroid_tree_builds_balanced(tiny_xc_dir, tiny_bert_dir, tmp_path):
+    tree = {"leaf_size": 2, "branch_bits": 1, "features": "centroids", "walk_len": 30}
+    _, _, module = _built(tiny_xc_dir, tiny_bert_dir, tmp_path, tree=tree)
+    _, _, plain = _built(tiny_xc_dir, tiny_bert_dir, tmp_path, tree={**tree, "walk_len": 0})
+    leaves = module.cluster_of(module.num_levels - 2).numpy()
+    assert np.bincount(leaves).max() - np.bincount(leaves).min() <= 1
+    assert not np.array_equal(leaves, plain.cluster_of(plain.num_levels - 2).numpy())  # the graph moved labels
 
 
 # -- lever train, predict, resume, wrap ----------------------------------------------------------------
@@ -345,3 +357,35 @@ def test_candidate_scores_are_the_same_by_either_path(tiny_xc_dir, tiny_bert_dir
     shared = module.scores(3, feats[3], ids)
     monkeypatch.setattr(model, "UNIQUE_FACTOR", 0)  # every row gathers its own weight rows
     torch.testing.assert_close(module.scores(3, feats[3], ids), shared)
+
+
+def test_random_walk_graph_stays_in_components_and_smoothing_normalises():
+    from lever_adapters.cascadexml.label_graph import (
+        keep_row_topk,
+        random_walk_graph,
+        smooth_label_features,
+    )
+
+    rng = np.random.default_rng(0)
+    y = np.zeros((40, 12), dtype=np.float32)
+    y[:20, :6] = rng.random((20, 6)) < 0.5  # labels 0-5 and 6-10 never share a document
+    y[20:, 6:11] = rng.random((20, 5)) < 0.5
+    y[0, :6] = y[20, 6:11] = 1.0  # every label but 11 has a document
+    g = random_walk_graph(sp.csr_matrix(y), walk_len=50, restart=0.8, top_k=3, seed=1)
+    again = random_walk_graph(sp.csr_matrix(y), walk_len=50, restart=0.8, top_k=3, seed=1)
+    assert (g != again).nnz == 0  # seeded
+    dense = g.toarray()
+    assert np.all(np.diag(dense) >= 1) and dense[:6, 6:].sum() == 0 and dense[6:11, :6].sum() == 0
+    assert dense[11].sum() == 1.0 and dense[11, 11] == 1.0  # no documents: itself only
+    assert np.diff(g.indptr).max() <= 4  # top 3 + the diagonal
+    feats = sp.csr_matrix(rng.random((12, 30)).astype(np.float32))
+    smoothed = smooth_label_features(feats, g, keep=5)
+    assert sp.issparse(smoothed) and np.diff(smoothed.indptr).max() == 5
+    d = dense.sum(1)
+    expected = (dense / np.sqrt(d)[:, None] / np.sqrt(dense.sum(0))[None, :]) @ feats.toarray()
+    full = smooth_label_features(feats.toarray(), g)
+    np.testing.assert_allclose(full, expected, rtol=1e-5)
+    kept = keep_row_topk(sp.csr_matrix(expected), 5).toarray()
+    np.testing.assert_allclose(smoothed.toarray(), kept, rtol=1e-5)
+    with pytest.raises(ValueError, match="restart"):
+        random_walk_graph(sp.csr_matrix(y), restart=1.5)

@@ -34,6 +34,10 @@ class TreeParams(Params):
     documents are weighted by ``Y + μ·T``, the ``lever_label_index`` hook, so labels the teacher
     relates share subtrees), or ``teacher`` (the label embeddings of the teacher folder
     ``teacher``: ``embeddings/lbl.npy``).
+    walk_len > 0: the features are first smoothed through the label graph of random walks with
+    restart (``walk_len`` hops per label, restart probability ``walk_restart``, each label's
+    ``walk_top_k`` most visited labels; upstream: 400, 0.8, 10), keeping ``smooth_keep`` entries per
+    sparse row (upstream's ECLARE-style graph-augmented centroids; ``label_graph``).
     depths: the cluster levels as tree depths ``b`` (2^b clusters each, coarse to fine, e.g. the
     paper's ``[10, 13, 16]``); empty: ``cluster_levels`` levels spaced by ``branch_bits``, the
     finest with about ``leaf_size`` labels per cluster (scaled down with L).
@@ -42,6 +46,10 @@ class TreeParams(Params):
     features: str = "tfidf"
     teacher: str | None = None
     teacher_weight: float = 0.0
+    walk_len: int = 0
+    walk_restart: float = 0.8
+    walk_top_k: int = 10
+    smooth_keep: int = 1000
     depths: list[int] = dataclasses.field(default_factory=list)
     cluster_levels: int = 3
     branch_bits: int = 3
@@ -55,6 +63,11 @@ class TreeParams(Params):
             raise ParamsError(f"{source}.features='teacher' needs {source}.teacher=TEACHER_FOLDER")
         if self.teacher_weight < 0:
             raise ParamsError(f"{source}.teacher_weight={self.teacher_weight!r}: expected a number >= 0")
+        if self.walk_len < 0 or self.walk_top_k < 1 or self.smooth_keep < 1:
+            raise ParamsError(f"{source}: walk_len={self.walk_len!r} (>= 0), walk_top_k={self.walk_top_k!r} "
+                              f"and smooth_keep={self.smooth_keep!r} (>= 1) out of range")
+        if not 0 <= self.walk_restart <= 1:
+            raise ParamsError(f"{source}.walk_restart={self.walk_restart!r}: expected a probability in [0, 1]")
         if any(int(b) < 1 for b in self.depths) or list(self.depths) != sorted(set(self.depths)):
             raise ParamsError(f"{source}.depths={self.depths!r}: expected increasing depths >= 1")
         for name in ("cluster_levels", "branch_bits", "leaf_size"):
@@ -143,7 +156,7 @@ class CascadeXMLParams(Params):
 
 PAPER = {
     "encoder": {"frozen": False, "pooling": "cls", "tfidf": False, "max_len": 128},
-    "tree": {"branch_bits": 3, "leaf_size": 8, "cluster_levels": 3, "features": "centroids"},
+    "tree": {"branch_bits": 3, "leaf_size": 8, "cluster_levels": 3, "features": "centroids", "walk_len": 400},
     "beam": [128, 256, 512],
     "dropouts": [0.2, 0.25, 0.35, 0.5],
     "lr_enc": 1e-4,

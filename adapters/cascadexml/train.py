@@ -39,6 +39,7 @@ from lever_adapters.cascadexml.features import (
     default_level_layers,
     encoder_depth,
 )
+from lever_adapters.cascadexml.label_graph import random_walk_graph, smooth_label_features
 from lever_adapters.cascadexml.model import CascadeModule, auto_depths
 from lever_adapters.cascadexml.params import CascadeXMLParams, resolve_params
 from lever_adapters.renee.features import RowFeatures, StackedRows, TfidfFeaturizer
@@ -172,7 +173,12 @@ class CascadeXMLBackbone(Backbone):
         return (_l2_rows(sp.csr_matrix(index.T @ docs)) + own).tocsr()
 
     def build_tree(self, ctx: BuildContext, tfidf: TfidfFeaturizer, depth: int) -> np.ndarray:
-        return balanced_tree_codes(self.label_features(ctx, tfidf), depth, seed=self.params.tree.seed)
+        tp = self.params.tree
+        features = self.label_features(ctx, tfidf)
+        if tp.walk_len > 0:
+            graph = random_walk_graph(ctx.dataset.trn_Y, tp.walk_len, tp.walk_restart, tp.walk_top_k, seed=tp.seed)
+            features = smooth_label_features(features, graph, tp.smooth_keep)
+        return balanced_tree_codes(features, depth, seed=tp.seed)
 
     def param_groups(self, module: CascadeModule) -> list[ParamGroup]:
         p: CascadeXMLParams = self.params
