@@ -96,7 +96,7 @@ def run_student(args, variant: str, ds):
         "predict_seconds_per_1000_docs": 1000 * (time.time() - t0) / ds.num_test,
         "config": json.loads((out / "config.json").read_text()),
     }
-    shortlists = out / "cascadexml_shortlists.json"  # share of positives / teacher nodes in the beams
+    shortlists = out / f"{params.backbone}_shortlists.json"  # share of positives / teacher nodes reached
     if shortlists.exists():
         info["shortlists"] = json.loads(shortlists.read_text())["levels"]
     choice = out / "auto" / "choice.json"
@@ -193,8 +193,8 @@ def _shortlist_shares(runs: dict) -> list[str]:
     rows = [(n, s) for n in VARIANTS if n in runs for s in runs[n]["info"].get("shortlists", [])]
     if not rows:
         return []
-    lines = ["", ("Share of each level's positive / teacher-only nodes in its training beam (CascadeXML; "
-                  "level 0 scores every cluster):"), "",
+    lines = ["", ("Share of the positive / teacher-only targets that reach the scored sets in training "
+                  "(CascadeXML: each level's beam, level 0 scores every cluster; ELIAS: the label shortlist):"), "",
              "| model | level | positives | reached | teacher nodes | reached |", "|---|---|---|---|---|---|"]
     for name, s in rows:
         tr = "–" if s["teacher_reached"] is None else f"{100 * s['teacher_reached']:.1f}%"

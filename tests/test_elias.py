@@ -248,6 +248,12 @@ def test_lever_train_resumed_mid_stage_equals_uninterrupted_then_predicts(data, 
     assert [("adjacency" in r["lr"]) for r in log] == [False, False, True, True]
     m = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     assert m == json.loads((tmp_path / "parts" / "metrics.json").read_text())
+    # every positive and teacher label reached the shortlist; the counts survive the resume
+    shares = json.loads((tmp_path / "whole" / "elias_shortlists.json").read_text())
+    assert shares == json.loads((tmp_path / "parts" / "elias_shortlists.json").read_text())
+    (level,) = shares["levels"]
+    assert level["positives"] > 0 and level["teacher"] > 0
+    assert level["positives_reached"] == level["teacher_reached"] == 1.0
 
     pred = tmp_path / "pred.npz"
     assert main(["predict", "--run", str(tmp_path / "whole"), "--out", str(pred), "--k", "5", "--no-progress"]) == 0

@@ -37,11 +37,14 @@ import torch
 
 from lever.loss import Level, SparseTargets
 from lever.train.backbone import Backbone, BuildContext, ParamGroup, Stage, to_device
+from lever.utils.atomic import write_json_atomic
 from lever.utils.balanced_tree import balanced_leaves, normalise_rows
 from lever_adapters.elias.index import adjacency_pattern, label_centroids
 from lever_adapters.elias.model import EliasModule, logit_from_log
 from lever_adapters.elias.params import EliasParams, nest_keys
 from lever_adapters.renee.train import SplitFeatures, build_features, build_head
+
+STATS_FILE = "elias_shortlists.json"
 
 INDEX_BATCH = 1024  # training rows embedded at once while an index is built
 
@@ -62,6 +65,7 @@ class EliasBackbone(Backbone):
         self.parent_epoch: int | None = None
         # Shares of target entries that reached the scored sets (lever train; see docs/elias.md).
         self.reach = {"positives": [0, 0], "teacher": [0, 0]}
+        self.stats_path: Path | None = None  # RUN/elias_shortlists.json (lever train, rank 0)
 
     @classmethod
     def accepts(cls, classifier: Any) -> bool:
@@ -77,6 +81,8 @@ class EliasBackbone(Backbone):
             ctx.dataset, p.encoder, label_rows, Path(ctx.cache_dir), train=ctx.rows is not None
         )
         head = build_head(p.encoder, self.features)
+        out, main = ctx.train_params.out if ctx.train_params else None, ctx.env is None or ctx.env.is_main
+        self.stats_path = Path(out) / STATS_FILE if out and ctx.rows is not None and main else None
         num_labels = ctx.dataset.num_labels
         clusters = p.clusters_for(num_labels)
         if clusters > num_labels:  # the balanced tree has no empty leaves
@@ -155,7 +161,17 @@ class EliasBackbone(Backbone):
             module.refresh_parent()
         self.parent_epoch = epoch
 
+    def shortlist_shares(self) -> list[dict[str, Any]]:
+        """The share of positive / teacher-only target entries that reached the scored shortlist
+        (this process's rows, every epoch so far); CascadeXML's format with one level."""
+        (pk, pa), (tk, ta) = self.reach["positives"], self.reach["teacher"]
+        return [{"level": "shortlist", "positives": pa, "positives_reached": pk / pa if pa else None,
+                 "teacher": ta, "teacher_reached": tk / ta if ta else None}]
+
     def extra_state(self, module: EliasModule) -> dict[str, Any]:
+        # Called at every checkpoint (each epoch's end): also the moment to publish the shares.
+        if self.stats_path is not None:
+            write_json_atomic(self.stats_path, {"levels": self.shortlist_shares()})
         return {"stage": self.stage, "parent_epoch": self.parent_epoch,
                 "reach": {k: list(v) for k, v in self.reach.items()}}
 
