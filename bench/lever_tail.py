@@ -74,6 +74,33 @@ def student_params(args, variant: str):
     )
 
 
+class PeakRSS:
+    """The largest resident set of this process while inside the ``with`` block (sampled every
+    0.2 s from /proc; a variant's own peak, unlike ru_maxrss which never falls between variants)."""
+
+    def __enter__(self):
+        import threading
+
+        self.peak, self._stop = self.now(), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    @staticmethod
+    def now() -> int:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self):
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, self.now())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.now())
+
+
 def run_student(args, variant: str, ds):
     import torch
 
@@ -82,7 +109,8 @@ def run_student(args, variant: str, ds):
 
     params = student_params(args, variant)
     t0 = time.time()
-    train(params, progress=not args.quiet)
+    with PeakRSS() as rss:
+        train(params, progress=not args.quiet)
     wall = time.time() - t0
     out = Path(params.out)
     log = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -93,6 +121,7 @@ def run_student(args, variant: str, ds):
     info = {
         "epoch_seconds": [r["seconds"] for r in log],
         "wall_seconds_this_invocation": wall,
+        "peak_rss_gib_this_invocation": rss.peak / 2**30,
         "predict_seconds_per_1000_docs": 1000 * (time.time() - t0) / ds.num_test,
         "config": json.loads((out / "config.json").read_text()),
     }
@@ -141,8 +170,9 @@ def markdown(ds, runs: dict, tag: str) -> str:
         (f"{ds.num_train:,} train / {ds.num_test:,} test documents, {ds.num_labels:,} labels; "
          "test filter applied; metrics in %."),
         "",
-        "| model | P@1 | P@3 | P@5 | PSP@1 | PSP@3 | PSP@5 | C@1 | C@3 | C@5 | s/epoch | predict s / 1k docs |",
-        "|---|" + "---|" * 11,
+        ("| model | P@1 | P@3 | P@5 | PSP@1 | PSP@3 | PSP@5 | C@1 | C@3 | C@5 | s/epoch | predict s / 1k docs "
+         "| peak RSS GiB (training) |"),
+        "|---|" + "---|" * 12,
     ]
     for name in VARIANTS:
         if name not in runs:
@@ -151,8 +181,9 @@ def markdown(ds, runs: dict, tag: str) -> str:
         ep = info.get("epoch_seconds")
         sec = f"{np.median(ep):.0f}" if ep else f"{info.get('train_seconds') or 0:.0f} (train)"
         vals = " | ".join(f"{m[f'{x}@{k}']:.2f}" for x in ("P", "PSP", "C") for k in KS)
-        pred = info.get("predict_seconds_per_1000_docs")
-        lines.append(f"| {name} | {vals} | {sec} | {'' if pred is None else f'{pred:.2f}'} |")
+        pred, rss = info.get("predict_seconds_per_1000_docs"), info.get("peak_rss_gib_this_invocation")
+        lines.append(f"| {name} | {vals} | {sec} | {'' if pred is None else f'{pred:.2f}'} | "
+                     f"{'' if rss is None else f'{rss:.1f}'} |")
     for b in BACKBONES:
         lines += _deltas(runs, b)
     lines += _shortlist_shares(runs)
