@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from renee_wordnet import run_omikuji  # bench scripts share the Omikuji runner
+from peers import run_omikuji  # the bench scripts share one Omikuji runner
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KS = (1, 3, 5)

@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import run_omikuji  # the bench scripts share one Omikuji runner
+
 RESULTS = Path(__file__).resolve().parent / "results"
 KS = (1, 3, 5)
 VARIANTS = ("omikuji", "renee", "renee_label_rows", "renee_lever")
@@ -87,40 +90,6 @@ def run_renee(args, variant: str, ds):
         "config": json.loads((Path(params.out) / "config.json").read_text()),
     }
     return (idx, scores), info
-
-
-def run_omikuji(args, ds):
-    import omikuji
-
-    from lever.data import write_legacy
-    from lever_adapters.renee.features import TfidfFeaturizer
-
-    folder = Path(args.out) / "omikuji"
-    folder.mkdir(parents=True, exist_ok=True)
-    tfidf = TfidfFeaturizer(args.tfidf_features).fit(list(ds.trn_texts))
-    X_trn, X_tst = tfidf.transform(list(ds.trn_texts)), tfidf.transform(list(ds.tst_texts))
-    data_file = folder / "trn.omikuji.txt"
-    keep = (
-        X_trn.getnnz(axis=1) > 0
-    )  # Omikuji rejects rows without features (all words out of vocabulary)
-    write_legacy(data_file, X_trn[keep], ds.trn_Y[keep])
-    t0 = time.time()
-    model = omikuji.Model.train_on_data(str(data_file), n_threads=1)
-    train_s = time.time() - t0
-    idx = np.full((ds.num_test, 10), -1, dtype=np.int64)
-    sc = np.full((ds.num_test, 10), -np.inf, dtype=np.float32)
-    for r in range(ds.num_test):
-        row = X_tst[r]
-        preds = model.predict(list(zip(row.indices.tolist(), row.data.tolist())), top_k=10)
-        for j, (label, score) in enumerate(preds):
-            idx[r, j], sc[r, j] = label, score
-    info = {
-        "train_seconds": train_s,
-        "features": tfidf.vocab_size,
-        "hyper_params": "omikuji defaults",
-        "train_rows_without_features_dropped": int((~keep).sum()),
-    }
-    return (idx, sc), info
 
 
 def score(ds, preds, name: str, tag: str):
