@@ -32,8 +32,9 @@ def markdown(ctx: Context, stages: dict[str, Any], records: dict[str, dict[str, 
         "",
         (f"Dataset `{ctx.params.data}` ({ds.num_train:,} train / {ds.num_test:,} test documents, "
         f"{ds.num_labels:,} labels), recognised by {ctx.recognised_by}. Test filter applied; PSP with "
-        f"A={a}, B={b} ({cfg.propensity.source or 'lever_meta.json'}); metrics in %. "
-        "Rows in italics are the paper's (Tables 1/5); 'measured − paper' beneath them."),
+        f"A={a}, B={b} ({cfg.propensity.source or 'lever_meta.json'}); metrics in %."
+        + (" Rows in italics are the paper's (Tables 1/5); 'measured − paper' beneath them."
+           if any(r["published"] for r in records.values()) else "")),
         "",
         "| model | " + " | ".join(METRIC_KEYS) + " | wall time |",
         "|---|" + "---|" * (len(METRIC_KEYS) + 1),
