@@ -193,3 +193,4 @@ def test_cpu_preset_on_a_builtin_dataset(tmp_path, tiny_bert_dir, capsys):
     assert json.loads((out / "soft_labels.config.json").read_text())["tau_l"] == 4  # the defaults
     table = json.loads((out / "table.json").read_text())
     assert table["propensity"] == {"a": 0.55, "b": 1.5} and table["cells"]["renee"]["published"] is None
+    assert os.path.exists(table["stages"]["features"]["config"])

@@ -167,7 +167,8 @@ def run_features(ctx: Context) -> dict[str, Any]:
     folder = ctx.out / "features"
     write_zero_shot_teacher(ctx.dataset, folder, encoder=given.get("encoder"), max_len=int(given.get("max_len", 32)),
                             progress=ctx.progress)
-    return {"folder": str(folder), "encoder": given.get("encoder") or "all-MiniLM-L6-v2"}
+    return {"folder": str(folder), "config": str(folder / "config.json"),
+            "encoder": given.get("encoder") or "all-MiniLM-L6-v2"}
 
 
 def cell_params(ctx: Context, backbone: str, variant: str, soft_labels: str | None, features: str | None):
