@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "lever.teacher.cli",  # lever teacher train|eval
     "lever.soft_labels.cli",  # lever soft-labels build|stats|zero-shot-teacher
     "lever.train.cli",  # lever train|predict
+    "lever.reproduce.cli",  # lever reproduce
 ]
 
 

@@ -102,23 +102,39 @@ def format_deciles(report: list[dict[str, Any]], k: int) -> str:
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)
 
 
-def plot_deciles(report: list[dict[str, Any]], k: int, path: str | os.PathLike, title: str = "") -> None:
-    """Save a PNG: PSP@k contribution and recall@k per frequency bin, head to tail."""
+def plot_deciles(
+    report: list[dict[str, Any]] | dict[str, list[dict[str, Any]]],
+    k: int,
+    path: str | os.PathLike,
+    title: str = "",
+) -> None:
+    """Save a PNG: PSP@k contribution and recall@k per frequency bin, head to tail.
+
+    ``report`` is one run's :func:`decile_report`, or ``{run name: report}`` of several runs on the
+    same dataset (e.g. a backbone without and with LEVER): their bars then stand side by side in
+    each bin, so the lift per bin shows at a glance."""
     plt = pyplot()
 
-    x = np.array([r["bin"] for r in report])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    reports = report if isinstance(report, dict) else {"": report}
+    first = next(iter(reports.values()))
+    x = np.array([r["bin"] for r in first])
+    width = 0.8 / len(reports)
+    fig, axes = plt.subplots(1, 2, figsize=(11 if len(reports) == 1 else 13, 4))
     panels = [("PSP_contrib", f"PSP@{k} contribution (points)"), ("R", f"Recall@{k} within bin (%)")]
-    if "PSP_contrib" not in report[0]:
+    if not all("PSP_contrib" in r[0] for r in reports.values()):
         panels[0] = ("P_contrib", f"P@{k} contribution (points)")
     for ax, (key, label) in zip(axes, panels):
-        vals = [r[key] for r in report]
-        bars = ax.bar(x, vals, color="tab:blue" if key != "R" else "tab:orange")
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
-        ax.set_xticks(x, [f"{b}\n({r['num_labels']})" for b, r in zip(x, report)], fontsize=7)
+        for i, (name, rep) in enumerate(reports.items()):
+            offset = (i - (len(reports) - 1) / 2) * width
+            color = None if len(reports) > 1 else ("tab:blue" if key != "R" else "tab:orange")
+            bars = ax.bar(x + offset, [r[key] for r in rep], width, label=name or None, color=color)
+            ax.bar_label(bars, fmt="%.1f", fontsize=6 if len(reports) > 1 else 7)
+        ax.set_xticks(x, [f"{b}\n({r['num_labels']})" for b, r in zip(x, first)], fontsize=7)
         ax.set_xlabel("label-frequency bin, head → tail (labels per bin)")
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
+        if len(reports) > 1:
+            ax.legend(fontsize=8)
     fig.suptitle(title or f"Per-decile analysis at k={k} (bins of equal training-positive mass)")
     fig.tight_layout()
     save_png(fig, path)
