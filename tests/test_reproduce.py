@@ -194,3 +194,17 @@ def test_cpu_preset_on_a_builtin_dataset(tmp_path, tiny_bert_dir, capsys):
     table = json.loads((out / "table.json").read_text())
     assert table["propensity"] == {"a": 0.55, "b": 1.5} and table["cells"]["renee"]["published"] is None
     assert os.path.exists(table["stages"]["features"]["config"])
+    md = (out / "table.md").read_text()
+    assert "| Teacher alone (kNN, frozen) |" in md and 0 <= table["teacher"]["metrics"]["P@1"] <= 100
+    assert os.path.exists(out / "stages" / "teacher_scores.json")
+
+    # another model's predictions join the table, scored like the cells (here: Renée's own)
+    pred = out / "runs" / "renee" / "predictions.npz"
+    capsys.readouterr()
+    assert main(args + ["--peer", f"again={pred}"]) == 0
+    table = json.loads((out / "table.json").read_text())
+    assert table["peers"]["again"]["metrics"] == pytest.approx(table["cells"]["renee"]["metrics"])
+    assert "| again (peer," in (out / "table.md").read_text()
+    sp.save_npz(tmp_path / "wrong.npz", sp.csr_matrix((3, 4), dtype=np.float32))
+    assert main(args + ["--peer", f"wrong={tmp_path / 'wrong.npz'}"]) == 2
+    assert "expected (test documents, labels)" in capsys.readouterr().err

@@ -75,13 +75,13 @@ def make_context(params: ReproduceParams, progress: bool = True) -> Context:
 
 
 def _check_same_run(path: Path, params: ReproduceParams) -> None:
-    """A rerun into the same folder must compute the same things (the backbones and the label-rows
-    cells may grow: finished cells are reused)."""
+    """A rerun into the same folder must compute the same things (the backbones, the label-rows
+    cells and the peers may change: finished cells are reused)."""
     if not path.exists():
         return
     old = ReproduceParams.load(path).to_dict()
     new = params.to_dict()
-    changed = sorted(k for k in new if k not in ("backbones", "label_rows", "device") and old.get(k) != new[k])
+    changed = sorted(k for k in new if k not in ("backbones", "label_rows", "device", "peers") and old.get(k) != new[k])
     if changed:
         raise ValueError(
             f"{path}: this output folder was made with other settings ({', '.join(changed)}); "
@@ -219,7 +219,7 @@ def run_cell(ctx: Context, backbone: str, variant: str, tp) -> dict[str, Any]:
                                exclude=ds.tst_filter, progress=ctx.progress)
     predict_s = time.time() - t1
     save_predictions(run_dir / "predictions.npz", topk_to_csr(idx, scores, ds.num_labels))
-    metrics, deciles = evaluate(ctx, idx, scores)
+    metrics, deciles = evaluate(ctx, (idx, scores))
     log = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x]
     published = published_row(ctx.config, backbone, variant)
     return {
@@ -232,8 +232,9 @@ def run_cell(ctx: Context, backbone: str, variant: str, tp) -> dict[str, Any]:
     }
 
 
-def evaluate(ctx: Context, idx: np.ndarray, scores: np.ndarray) -> tuple[dict[str, float], list[dict]]:
-    """P/PSP/C... @1..5 and the decile report, with the config's propensity constants."""
+def evaluate(ctx: Context, preds) -> tuple[dict[str, float], list[dict]]:
+    """P/PSP/C... @1..5 and the decile report of ``preds`` (top-k ``(indices, scores)`` or a
+    score CSR, one row per test document), with the config's propensity constants."""
     from lever.metrics import XCMetrics, inverse_propensity
     from lever.metrics.deciles import decile_report
     from lever.metrics.propensity import label_counts
@@ -241,8 +242,36 @@ def evaluate(ctx: Context, idx: np.ndarray, scores: np.ndarray) -> tuple[dict[st
     ds = ctx.dataset
     inv = inverse_propensity(ds.trn_Y, *ctx.propensity)
     acc = XCMetrics(ds.tst_Y, inv, k=5, filter=ds.tst_filter)
-    acc.update(np.arange(ds.num_test), (idx, scores))
+    acc.update(np.arange(ds.num_test), preds)
     return acc.summary(), decile_report(acc, label_counts(ds.trn_Y), k=5)
+
+
+def score_teacher(ctx: Context, teacher_dir: str) -> dict[str, Any]:
+    """The teacher alone (exact kNN of the test documents over its label embeddings, filter
+    applied): LEVER lifts a backbone's tail only where the teacher leads it there."""
+    from lever.teacher.evaluate import exact_knn
+    from lever.teacher.folder import TeacherFolder
+
+    emb = TeacherFolder.read(teacher_dir).exported(ctx.dataset, ("tst", "lbl"))
+    preds = exact_knn(np.asarray(emb["tst"]), np.asarray(emb["lbl"]), 5, filter=ctx.dataset.tst_filter)
+    metrics, deciles = evaluate(ctx, preds)
+    return {"folder": teacher_dir, "metrics": metrics, "deciles": deciles}
+
+
+def score_peer(ctx: Context, name: str, path: str) -> dict[str, Any]:
+    """A peer's saved predictions (lever's ``.npz`` score CSR, e.g. from bench/peers.py or
+    ``lever predict``) scored exactly like the cells."""
+    import scipy.sparse as sp
+
+    try:
+        pred = sp.load_npz(path).tocsr()
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--peer {name}={path}: not a scipy sparse .npz of predictions ({e})") from None
+    expected = (ctx.dataset.num_test, ctx.dataset.num_labels)
+    if pred.shape != expected:
+        raise ValueError(f"--peer {name}={path}: shape {pred.shape}, expected (test documents, labels) = {expected}")
+    metrics, deciles = evaluate(ctx, pred)
+    return {"peer": name, "path": str(path), "metrics": metrics, "deciles": deciles}
 
 
 def published_row(config: DatasetConfig, backbone: str, variant: str) -> dict[str, float] | None:
@@ -316,5 +345,7 @@ def reproduce(params: ReproduceParams, progress: bool = True) -> dict[str, Any]:
         else:
             stages["features"] = stage(ctx, "features", run_features)
             features = stages["features"]["folder"]
+    teacher = stage(ctx, "teacher_scores", lambda c: score_teacher(c, stages["teacher"]["folder"]))
+    peers = {name: score_peer(ctx, name, path) for name, path in params.peers.items()}
     records = run_cells(ctx, stages["soft_labels"]["path"], features)
-    return write_report(ctx, stages, records)
+    return write_report(ctx, stages, records, teacher, peers)

@@ -29,6 +29,9 @@ def register(subparsers) -> None:
                    metavar="STAGE.KEY=VALUE",
                    help="change a setting: teacher.epochs=2, soft_labels.tau_l=8, renee.optim.epochs=3, "
                    "all.optim.batch_size=128, features.encoder=DIR (repeatable)")
+    p.add_argument("--peer", dest="peers", action="append", default=[], metavar="NAME=PRED.npz",
+                   help="another model's test predictions (lever's .npz, e.g. bench/peers.py's) as a row "
+                   "of the table (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--list", action="store_true", help="print the shipped cells and exit")
@@ -61,6 +64,16 @@ def list_cells() -> str:
     return "\n".join(lines)
 
 
+def _peers(items: list[str]) -> dict[str, str]:
+    peers = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--peer {item!r}: expected NAME=PRED.npz")
+        peers[name] = path
+    return peers
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.list:
         print(list_cells())
@@ -76,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
         data=args.data, backbones=[b.strip() for b in args.backbones.split(",") if b.strip()],
         preset=args.preset, teacher=args.teacher, features=args.features, out=out,
         label_rows=args.label_rows, config=args.config, seed=args.seed, device=args.device,
-        overrides=nest_overrides(args.overrides),
+        overrides=nest_overrides(args.overrides), peers=_peers(args.peers),
     )
     reproduce(params, progress=not args.no_progress)
     return 0

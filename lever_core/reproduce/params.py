@@ -32,6 +32,8 @@ class ReproduceParams(Params):
     seed: int = field(0, help="seed of every stage")
     device: str = field("auto", help="auto, cpu, cuda or cuda:N")
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # --peer NAME=PRED.npz: other models' test predictions, scored into the table beside the cells
+    peers: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> ReproduceParams:
         from lever.reproduce.config import BACKBONES

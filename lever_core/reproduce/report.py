@@ -24,7 +24,8 @@ def _row(name: str, values: dict[str, float] | None, extra: str = "", signed: bo
     return f"| {name} | {cells} | {extra} |"
 
 
-def markdown(ctx: Context, stages: dict[str, Any], records: dict[str, dict[str, Any]]) -> str:
+def markdown(ctx: Context, stages: dict[str, Any], records: dict[str, dict[str, Any]],
+             teacher: dict[str, Any] | None = None, peers: dict[str, dict[str, Any]] | None = None) -> str:
     ds, cfg = ctx.dataset, ctx.config
     a, b = ctx.propensity
     lines = [
@@ -39,6 +40,11 @@ def markdown(ctx: Context, stages: dict[str, Any], records: dict[str, dict[str, 
         "| model | " + " | ".join(METRIC_KEYS) + " | wall time |",
         "|---|" + "---|" * (len(METRIC_KEYS) + 1),
     ]
+    if teacher:  # LEVER lifts a backbone's tail where the teacher leads it there: read this row first
+        lines.append(_row(f"Teacher alone (kNN, {stages['teacher'].get('kind') or 'given'})", teacher["metrics"],
+                          f"{stages['teacher'].get('wall_seconds', 0) / 60:.1f} min"))
+    for name, peer in (peers or {}).items():
+        lines.append(_row(f"{name} (peer, `{peer['path']}`)", peer["metrics"]))
     for backbone in ctx.params.backbones:
         vs = [v for v in variants(ctx.params) if cell_name(backbone, v) in records]
         for v in vs:
@@ -93,13 +99,17 @@ def plot_summary(ctx: Context, records: dict[str, dict[str, Any]], path) -> None
     save_png(fig, path)
 
 
-def write_report(ctx: Context, stages: dict[str, Any], records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def write_report(ctx: Context, stages: dict[str, Any], records: dict[str, dict[str, Any]],
+                 teacher: dict[str, Any] | None = None, peers: dict[str, dict[str, Any]] | None = None
+                 ) -> dict[str, Any]:
     from lever.metrics.deciles import plot_deciles
 
     out = ctx.out
     for backbone in ctx.params.backbones:
         pair = {NAMES[backbone] + LABELS[v]: records[cell_name(backbone, v)]["deciles"]
                 for v in variants(ctx.params) if cell_name(backbone, v) in records}
+        if pair and teacher:
+            pair["teacher"] = teacher["deciles"]
         if pair:
             plot_deciles(pair, 5, out / f"deciles_{backbone}.png",
                          title=f"{NAMES[backbone]} on {ctx.config.name}: per-decile analysis (k=5)")
@@ -114,10 +124,12 @@ def write_report(ctx: Context, stages: dict[str, Any], records: dict[str, dict[s
         "reproduce": ctx.params.to_dict(),
         "stages": stages,
         "cells": records,
+        "teacher": teacher,
+        "peers": peers or {},
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
     }
     write_json_atomic(out / "table.json", table)
-    text = markdown(ctx, stages, records)
+    text = markdown(ctx, stages, records, teacher, peers)
     write_text_atomic(out / "table.md", text)
     print(text, flush=True)
     return table
