@@ -3,6 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.lever-installed
 DEMO_DIR ?= runs/demo
+BENCH_ARGS ?=
 
 .PHONY: setup test demo lint bench clean
 
@@ -17,6 +18,10 @@ test: setup
 
 demo: setup
 	VENV=$(VENV) DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
+
+bench: setup
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1 \
+		$(PY) bench/speed.py $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check lever_core adapters tests bench examples
