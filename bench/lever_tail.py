@@ -138,12 +138,11 @@ def run_student(args, variant: str, ds):
 
 
 def run_teacher(args, ds):
-    from lever.soft_labels.teacher_embeddings import load_teacher_embeddings, teacher_config
-    from lever.teacher.evaluate import exact_knn
+    from lever.soft_labels.teacher_embeddings import teacher_config
+    from lever.teacher.evaluate import teacher_test_topk
 
-    emb = load_teacher_embeddings(args.teacher, {"tst": ds.num_test, "lbl": ds.num_labels}, ("tst", "lbl"))
     t0 = time.time()
-    preds = exact_knn(emb["tst"], emb["lbl"], 5, filter=ds.tst_filter)
+    preds = teacher_test_topk(ds, args.teacher, 5, progress=not args.quiet)
     log = Path(args.teacher) / "metrics.jsonl"
     seconds = None
     if log.exists():

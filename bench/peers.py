@@ -35,11 +35,17 @@ KS = (1, 3, 5)
 TOP = 10  # predicted per document before the test filter
 
 
+_TFIDF: dict = {}  # (dataset root, features) -> (featurizer, X_trn, X_tst): fitted once per invocation
+
+
 def tfidf_features(args, ds):
     from lever_adapters.renee.features import TfidfFeaturizer
 
-    tfidf = TfidfFeaturizer(args.tfidf_features).fit(list(ds.trn_texts))
-    return tfidf, tfidf.transform(list(ds.trn_texts)), tfidf.transform(list(ds.tst_texts))
+    key = (str(ds.root), args.tfidf_features)
+    if key not in _TFIDF:
+        tfidf = TfidfFeaturizer(args.tfidf_features).fit(list(ds.trn_texts))
+        _TFIDF[key] = (tfidf, tfidf.transform(list(ds.trn_texts)), tfidf.transform(list(ds.tst_texts)))
+    return _TFIDF[key]
 
 
 def run_omikuji(args, ds):
@@ -139,17 +145,15 @@ def run_pecos(args, ds):
 
 def run_zeroshot(args, ds):
     """The packaged MiniLM, untrained: test documents' nearest label texts (cosine, exact)."""
-    from lever.teacher.evaluate import exact_knn
+    from lever.teacher.evaluate import exact_knn, teacher_test_topk
     from lever.train.embeddings import frozen_embeddings
 
     t0 = time.time()
     if args.zeroshot_folder:  # embeddings computed before (`lever soft-labels zero-shot-teacher`)
-        from lever.soft_labels.teacher_embeddings import load_teacher_embeddings
-
-        emb = load_teacher_embeddings(args.zeroshot_folder, {"tst": ds.num_test, "lbl": ds.num_labels}, ("tst", "lbl"))
+        preds = teacher_test_topk(ds, args.zeroshot_folder, 5, progress=False)
     else:
         emb = frozen_embeddings(ds, Path(args.out) / "cache", splits=("lbl", "tst"))
-    preds = exact_knn(np.asarray(emb["tst"]), np.asarray(emb["lbl"]), 5, filter=ds.tst_filter)
+        preds = exact_knn(np.asarray(emb["tst"]), np.asarray(emb["lbl"]), 5, filter=ds.tst_filter)
     return preds, {"seconds": time.time() - t0, "hyper_params": "all-MiniLM-L6-v2, mean pooling, no training"}
 
 

@@ -249,11 +249,9 @@ def evaluate(ctx: Context, preds) -> tuple[dict[str, float], list[dict]]:
 def score_teacher(ctx: Context, teacher_dir: str) -> dict[str, Any]:
     """The teacher alone (exact kNN of the test documents over its label embeddings, filter
     applied): LEVER lifts a backbone's tail only where the teacher leads it there."""
-    from lever.teacher.evaluate import exact_knn
-    from lever.teacher.folder import TeacherFolder
+    from lever.teacher.evaluate import teacher_test_topk
 
-    emb = TeacherFolder.read(teacher_dir).exported(ctx.dataset, ("tst", "lbl"))
-    preds = exact_knn(np.asarray(emb["tst"]), np.asarray(emb["lbl"]), 5, filter=ctx.dataset.tst_filter)
+    preds = teacher_test_topk(ctx.dataset, teacher_dir, 5, progress=ctx.progress)
     metrics, deciles = evaluate(ctx, preds)
     return {"folder": teacher_dir, "metrics": metrics, "deciles": deciles}
 

@@ -92,6 +92,15 @@ def evaluate_zero_shot(
     )
 
 
+def teacher_test_topk(dataset, teacher: str | Path, k: int = 5, progress: bool = True):
+    """The teacher alone on the test split: ``(indices, scores) [N_test, k]`` of exact cosine kNN
+    over its label embeddings, the test filter applied; any teacher folder (zero-shot included)."""
+    from lever.teacher.folder import TeacherFolder
+
+    emb = TeacherFolder.read(teacher).embeddings(dataset, ("lbl", "tst"), progress=progress)
+    return exact_knn(np.asarray(emb["tst"]), np.asarray(emb["lbl"]), k, filter=dataset.tst_filter)
+
+
 def evaluate_teacher_folder(
     dataset, teacher: str | Path, progress: bool = True
 ) -> dict[str, float]:
