@@ -14,7 +14,7 @@ level against its blended targets, summed) trains all levels at once.
 
 During training the backbone counts how many positive and teacher-only nodes of each level reach
 that level's candidates (``shortlist_counts`` in the checkpoints' backbone state, and
-``RUN/cascadexml_shortlists.json``).
+``RUN/cascadexml_shortlists.json``, written by the loop).
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ import torch
 
 from lever.loss import LABELS, Level, SparseTargets
 from lever.metrics.ranking import topk
-from lever.train.backbone import Backbone, BuildContext, ParamGroup
-from lever.utils.atomic import write_json_atomic
+from lever.train.backbone import Backbone, BuildContext, ParamGroup, shortlists_file
 from lever.utils.balanced_tree import balanced_tree_codes
 from lever_adapters.cascadexml.features import (
     LayerStates,
@@ -45,7 +44,7 @@ from lever_adapters.cascadexml.params import CascadeXMLParams, resolve_params
 from lever_adapters.renee.features import RowFeatures, StackedRows, TfidfFeaturizer
 from lever_adapters.renee.train import _l2_rows
 
-STATS_FILE = "cascadexml_shortlists.json"
+STATS_FILE = shortlists_file("cascadexml")
 
 
 class CascadeXMLBackbone(Backbone):
@@ -65,7 +64,6 @@ class CascadeXMLBackbone(Backbone):
         self.train_rows: RowFeatures | None = None
         self.test_rows: RowFeatures | None = None
         self.counts: torch.Tensor | None = None  # [levels − 1, 4]: kept/all positives, kept/all teacher
-        self.stats_path: Path | None = None
         self._memo: tuple[Any, dict] | None = None
 
     # -- building ---------------------------------------------------------------------------------
@@ -85,8 +83,6 @@ class CascadeXMLBackbone(Backbone):
         training = ctx.rows is not None
         codes = self.build_tree(ctx, tfidf, depths[-1]) if training else None  # else: from the weights
         self.counts = torch.zeros(levels - 1, 4, dtype=torch.float64)
-        out, main = ctx.train_params.out, ctx.env is None or ctx.env.is_main
-        self.stats_path = Path(out) / STATS_FILE if out and training and main else None
         return CascadeModule(
             ds.num_labels, depths, layers, used, hidden,
             beam=p.per_level(p.beam, levels - 1, "beam"),
@@ -263,9 +259,6 @@ class CascadeXMLBackbone(Backbone):
         return out
 
     def extra_state(self, module: CascadeModule) -> dict[str, Any]:
-        # Called at every checkpoint (each epoch's end): also the moment to publish the shares.
-        if self.stats_path is not None:
-            write_json_atomic(self.stats_path, {"levels": self.shortlist_shares()})
         return {"shortlist_counts": self.counts.clone() if self.counts is not None else None}
 
     def load_extra_state(self, module: CascadeModule, state: dict[str, Any]) -> None:

@@ -37,14 +37,11 @@ import torch
 
 from lever.loss import Level, SparseTargets
 from lever.train.backbone import Backbone, BuildContext, ParamGroup, Stage, to_device
-from lever.utils.atomic import write_json_atomic
 from lever.utils.balanced_tree import balanced_leaves, normalise_rows
 from lever_adapters.elias.index import adjacency_pattern, label_centroids
 from lever_adapters.elias.model import EliasModule, logit_from_log
 from lever_adapters.elias.params import EliasParams, nest_keys
 from lever_adapters.renee.train import SplitFeatures, build_features, build_head
-
-STATS_FILE = "elias_shortlists.json"
 
 INDEX_BATCH = 1024  # training rows embedded at once while an index is built
 
@@ -65,7 +62,6 @@ class EliasBackbone(Backbone):
         self.parent_epoch: int | None = None
         # Shares of target entries that reached the scored sets (lever train; see docs/elias.md).
         self.reach = {"positives": [0, 0], "teacher": [0, 0]}
-        self.stats_path: Path | None = None  # RUN/elias_shortlists.json (lever train, rank 0)
 
     @classmethod
     def accepts(cls, classifier: Any) -> bool:
@@ -81,8 +77,6 @@ class EliasBackbone(Backbone):
             ctx.dataset, p.encoder, label_rows, Path(ctx.cache_dir), train=ctx.rows is not None
         )
         head = build_head(p.encoder, self.features)
-        out, main = ctx.train_params.out if ctx.train_params else None, ctx.env is None or ctx.env.is_main
-        self.stats_path = Path(out) / STATS_FILE if out and ctx.rows is not None and main else None
         num_labels = ctx.dataset.num_labels
         clusters = p.clusters_for(num_labels)
         if clusters > num_labels:  # the balanced tree has no empty leaves
@@ -169,9 +163,6 @@ class EliasBackbone(Backbone):
                  "teacher": ta, "teacher_reached": tk / ta if ta else None}]
 
     def extra_state(self, module: EliasModule) -> dict[str, Any]:
-        # Called at every checkpoint (each epoch's end): also the moment to publish the shares.
-        if self.stats_path is not None:
-            write_json_atomic(self.stats_path, {"levels": self.shortlist_shares()})
         return {"stage": self.stage, "parent_epoch": self.parent_epoch,
                 "reach": {k: list(v) for k, v in self.reach.items()}}
 

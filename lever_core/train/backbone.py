@@ -106,6 +106,11 @@ def stage_epochs(stages: list[Stage], total: int) -> list[int]:
     return [s.epochs if s.epochs is not None else total - fixed for s in stages]
 
 
+def shortlists_file(backbone_name: str) -> str:
+    """The run-folder file holding a backbone's :meth:`Backbone.shortlist_shares`."""
+    return f"{backbone_name}_shortlists.json"
+
+
 @dataclasses.dataclass
 class BuildContext:
     """What a backbone may use to build itself. ``rows`` is None at prediction time."""
@@ -286,6 +291,13 @@ class Backbone:
 
     def on_step_end(self, module: torch.nn.Module, global_step: int) -> None:
         """Work after each optimizer step (``global_step`` counts steps taken, from 1)."""
+
+    def shortlist_shares(self) -> list[dict[str, Any]] | None:
+        """Optional, for shortlist backbones: per scored level, the share of positive and of
+        teacher-only targets that reached its training candidates so far (``level``, ``positives``,
+        ``positives_reached``, ``teacher``, ``teacher_reached``). The loop writes it to
+        ``RUN/<name>_shortlists.json`` at every checkpoint (rank 0); None: nothing to write."""
+        return None
 
     def extra_state(self, module: torch.nn.Module) -> dict[str, Any]:
         """Training state outside the module's weights (cluster assignments, a learned adjacency,

@@ -30,6 +30,7 @@ from lever.train.backbone import (
     Backbone,
     BuildContext,
     ParamGroup,
+    shortlists_file,
     stage_epochs,
     to_device,
 )
@@ -389,6 +390,11 @@ class Trainer:
             self.run_dir, self.module, state, env.rank, env.world_size, env.barrier,
             keep=self.keep_checkpoints,
         )
+        shares = self.backbone.shortlist_shares()
+        if shares is not None and env.is_main:
+            from lever.utils.atomic import write_json_atomic
+
+            write_json_atomic(self.run_dir / shortlists_file(self.backbone.name), {"levels": shares})
 
     def resume(self, ckpt: Path) -> None:
         env = self.env
