@@ -3,7 +3,7 @@
 # and the WordNet taxonomy), all three backbones (Renée, ELIAS, CascadeXML) without and with LEVER:
 #   data -> frozen Siamese teacher -> soft labels -> each backbone ± LEVER -> one table per dataset
 #   (teacher alone first: LEVER helps where the teacher leads the student on the tail).
-# Timing: 13 min on the 2-core CPU (set-up excluded) with two full-WordNet training jobs beside it. DEMO_FOLDOC_DOCS=0 /
+# Timing: 11 min on the 2-core CPU (set-up excluded) with one full-WordNet training job beside it. DEMO_FOLDOC_DOCS=0 /
 # DEMO_WORDNET_DOCS=0 run a full dataset (FOLDOC ~30 min, WordNet hours). Every stage and cell
 # resumes or is skipped when its output exists, so an interrupted demo can be re-run.
 set -euo pipefail

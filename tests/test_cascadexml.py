@@ -31,6 +31,7 @@ def _bp(bert, **extra) -> dict:
         "encoder": {"model": str(bert), "tfidf_min_df": 1, "bag_dim": 8},
         "tree": {"leaf_size": 2, "branch_bits": 1},  # 40 labels: 8, 16, 32 clusters, then labels
         "beam": [3, 5, 6],
+        "predict_beam": [],  # inference walks the training beam unless a test widens it
         "dropouts": [0.0],
     }
     params.update(extra)
@@ -132,6 +133,50 @@ def test_teacher_forcing_keeps_every_positive(tiny_xc_dir, tiny_bert_dir, tmp_pa
     assert missed > 0
     shares = backbone.shortlist_shares()
     assert [s["positives_reached"] for s in shares] == [1.0, 1.0, 1.0]
+
+
+def test_encoder_layers_resolve_per_level(tiny_bert_dir):
+    """Default: the last layer at every level; ``[]``: the paper's recipe (what the configs of
+    runs made before the default changed hold, so they rebuild the same features); negative
+    numbers count from the last layer; the last list repeats."""
+    def layers(given=None):
+        params = {} if given is None else {"encoder.layers": given}
+        return CascadeXMLBackbone(params).level_layers(str(tiny_bert_dir), 4)[0]
+
+    assert layers() == [[2], [2], [2], [2]]  # the tiny BERT has 2 layers
+    assert layers([]) == [[1], [1], [1], [2]]  # the recipe scaled to depth 2
+    assert layers([[1, -1], [-2]]) == [[1, 2], [1], [1], [1]]
+    with pytest.raises(ValueError, match="outside 1..2"):
+        layers([[3]])
+    with pytest.raises(ParamsError, match="encoder.layers"):
+        resolve_params({"encoder.layers": [[0]]})
+    assert resolve_params({"preset": "paper"}).encoder.layers == []
+
+
+def test_predict_beam_widens_inference_only(tiny_xc_dir, tiny_bert_dir, tmp_path):
+    """``predict_beam`` changes the candidates of inference, not those of training."""
+    ds, backbone, module = _built(tiny_xc_dir, tiny_bert_dir, tmp_path, beam=[2, 2, 2])
+    _, wide_backbone, wide = _built(tiny_xc_dir, tiny_bert_dir, tmp_path, beam=[2, 2, 2], predict_beam=[8, 16, 32])
+    wide.load_state_dict(module.state_dict())
+    rows = np.arange(16)
+    inputs, t = _batch(backbone, ds, rows)
+    module.eval(), wide.eval()
+    narrow_ids, narrow_scores = module(inputs)
+    wide_ids, wide_scores = wide(inputs)
+    assert narrow_ids.shape[1] < wide_ids.shape[1] == 32 * 2  # every label of 32 finest clusters
+    for b in range(len(rows)):  # the narrow beam's labels and scores are among the wide one's
+        got = dict(zip(wide_ids[b].tolist(), wide_scores[b].tolist()))
+        for i, s in zip(narrow_ids[b].tolist(), narrow_scores[b].tolist()):
+            if i >= 0:
+                assert got[i] == pytest.approx(s)
+    wide.train(), module.train()
+    torch.manual_seed(1)
+    a = backbone.training_levels(module, inputs, t, backbone.hooks)
+    torch.manual_seed(1)
+    b = wide_backbone.training_levels(wide, inputs, t, wide_backbone.hooks)
+    assert all(torch.equal(x.ids, y.ids) if x.ids is not None else y.ids is None for x, y in zip(a, b))
+    with pytest.raises(ParamsError, match="predict_beam"):
+        resolve_params({"predict_beam": [0]})
 
 
 def test_teacher_labels_enter_the_beam_after_the_positives(tiny_xc_dir, tiny_bert_dir, tmp_path):
@@ -296,7 +341,7 @@ def test_wrap_leaves_inference_and_weights_identical(tiny_xc_dir, tiny_bert_dir,
 def test_fine_tuned_encoder_feeds_each_level_from_its_own_layer(tiny_xc_dir, tiny_bert_dir, tmp_path):
     ds, backbone, module = _built(
         tiny_xc_dir, tiny_bert_dir, tmp_path,
-        encoder={"model": str(tiny_bert_dir), "frozen": False, "pooling": "cls", "tfidf": False},
+        encoder={"model": str(tiny_bert_dir), "frozen": False, "pooling": "cls", "tfidf": False, "layers": []},
     )
     assert module.encoder is not None and module.encoder.layers == [1, 2]
     rows = np.arange(8)

@@ -12,7 +12,7 @@ Scores. Level ``i`` scores node ``c`` as ``z = ⟨W_i[c], h_i(x)⟩ + b_i[c]`` w
 dropout of the level's features (the pooled states of its encoder layers, several of them
 projected back to the hidden size by a Linear, as the paper's level 0; the label level may add
 Renée's TF-IDF bag). Level 0 scores all its clusters; level ``i ≥ 1`` scores the children of the
-``beam[i−1]`` best clusters of level ``i−1``. The label table has a zero padding row (id ``L``).
+``beam[i−1]`` best clusters of level ``i−1`` (``predict_beam[i−1]`` at inference). The label table has a zero padding row (id ``L``).
 
 Calling the module is inference: ``(label ids [B, K], scores [B, K])`` of the final beam, the
 score ``log σ(z_label) + log σ(z_parent)`` (``weighted``, the paper's default: only the immediate
@@ -79,6 +79,7 @@ class CascadeModule(nn.Module):
         bag_dim: int = 0,
         score: str = "weighted",
         seed: int = 0,
+        predict_beam: list[int] | None = None,
     ):
         super().__init__()
         self.num_labels, self.depths = int(num_labels), [int(d) for d in depths]
@@ -87,9 +88,12 @@ class CascadeModule(nn.Module):
             raise ValueError(f"{self.num_levels} levels need one layer list and one dropout each")
         if len(beam) != self.num_levels - 1:
             raise ValueError(f"{self.num_levels} levels need {self.num_levels - 1} beam widths, got {beam}")
+        if predict_beam and len(predict_beam) != len(beam):
+            raise ValueError(f"predict_beam {predict_beam}: expected {len(beam)} widths, as beam")
         if 2 ** self.depths[-1] > self.num_labels:
             raise ValueError(f"tree depth {self.depths[-1]}: 2**depth clusters exceed the {num_labels} labels")
         self.beam, self.score_mode = [int(b) for b in beam], score
+        self.predict_beam = [int(b) for b in predict_beam] if predict_beam else list(self.beam)
         self.hidden, self.encoder = int(hidden), encoder
         pos = {layer: i for i, layer in enumerate(used_layers)}
         self.level_cols = [
@@ -177,7 +181,7 @@ class CascadeModule(nn.Module):
         ids = torch.arange(logp.shape[1], device=logp.device).expand_as(logp)
         parent = torch.zeros_like(logp)
         for level in range(1, self.num_levels):
-            top = logp.topk(min(self.beam[level - 1], logp.shape[1]), dim=1)
+            top = logp.topk(min(self.predict_beam[level - 1], logp.shape[1]), dim=1)
             kept = ids.gather(1, top.indices)
             ids = self.expand(level - 1, kept)
             parent = top.values.repeat_interleave(ids.shape[1] // kept.shape[1], dim=1)

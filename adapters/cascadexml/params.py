@@ -3,8 +3,9 @@ parts, e.g. ``--bp tree.features=teacher``). ``CascadeXMLParams.skeleton()`` dum
 
 Two presets (``--bp preset=NAME``; keys given next to it override the preset):
 
-* ``cpu`` (default): frozen MiniLM, the mean-pooled states of several of its layers cached once, a
-  trainable TF-IDF bag on the label level, classifiers only, sized for a 2-core CPU.
+* ``cpu`` (default): frozen MiniLM, the mean-pooled state of its last layer cached once and read
+  by every level, a trainable TF-IDF bag on the label level, a document-centroid label tree,
+  classifiers only; sized for a 2-core CPU, measured on full WordNet and FOLDOC (docs/cascadexml.md).
 * ``paper``: the paper's recipe (its Table 18 / the upstream README commands): the encoder
   fine-tuned end to end with [CLS] features of layers {5,6}, 8, 10, 12 (scaled to the encoder's
   depth), per-level dropouts 0.2/0.25/0.35/0.5, AdamW with encoder LR 1e-4 and classifier LR
@@ -43,7 +44,7 @@ class TreeParams(Params):
     finest with about ``leaf_size`` labels per cluster (scaled down with L).
     """
 
-    features: str = "tfidf"
+    features: str = "centroids"
     teacher: str | None = None
     teacher_weight: float = 0.0
     walk_len: int = 0
@@ -82,17 +83,20 @@ class CascadeEncoderParams(Params):
 
     model: a Hugging Face / sentence-transformers folder (None: the packaged all-MiniLM-L6-v2).
     frozen: True caches the pooled states of the used layers once (CPU); False fine-tunes the
-    encoder end to end (the paper). layers: per level, the encoder layers (1 = first block) whose
-    pooled states are concatenated (then a Linear back to the hidden size, as the paper's level 0);
-    empty: the paper's recipe scaled to the depth D, the last level D, each coarser level two
-    layers lower, the coarsest two layers. pooling: ``mean`` (masked mean, unit norm; what frozen
+    encoder end to end (the paper). layers: per level, the encoder layers (1 = first block, −1 =
+    the last) whose pooled states are concatenated (then a Linear back to the hidden size, as the
+    paper's level 0); the last list repeats for the remaining levels. Default ``[[-1]]``: the last
+    layer at every level (CPU: a frozen sentence encoder's lower layers were never trained for
+    similarity; on full WordNet the last layer everywhere beat the recipe, docs/cascadexml.md).
+    Empty: the paper's recipe scaled to the depth D, the last level D, each coarser level two
+    layers lower, the coarsest two layers (the ``paper`` preset). pooling: ``mean`` (masked mean, unit norm; what frozen
     sentence encoders are trained for) or ``cls`` (the paper). tfidf: a trainable TF-IDF embedding
     bag (Renée's) concatenated to the label level's features.
     """
 
     model: str | None = None
     frozen: bool = True
-    layers: list[list[int]] = dataclasses.field(default_factory=list)
+    layers: list[list[int]] = dataclasses.field(default_factory=lambda: [[-1]])
     pooling: str = "mean"
     max_len: int = 32
     tfidf: bool = True
@@ -108,7 +112,10 @@ class CascadeXMLParams(Params):
     labels, λ and seed are the shared loop's.
 
     beam: per cluster level, how many of its top clusters are expanded into the next level's
-    candidates (the paper's ``--topk``; one value repeats). dropouts: per level, on its features
+    candidates in training (the paper's ``--topk``; one value repeats). predict_beam: the same at
+    prediction (empty: ``beam``); prediction has no teacher forcing, so a wider one loses fewer
+    positives on the way down, at no training cost; whether it ranks better depends on the data
+    (``bench/cascadexml_beam.py`` measures it on a finished run; docs/cascadexml.md). dropouts: per level, on its features
     (one value repeats). lr_clf / wd_clf: the per-level classifier tables (AdamW); lr_enc / wd_enc:
     the encoder, level projections and TF-IDF bag. score: prediction score of a label,
     ``weighted`` (log σ(z_label) + log σ(z_parent), the paper's default) or ``level`` (log σ(z)).
@@ -118,6 +125,7 @@ class CascadeXMLParams(Params):
     tree: TreeParams = dataclasses.field(default_factory=TreeParams)
     encoder: CascadeEncoderParams = dataclasses.field(default_factory=CascadeEncoderParams)
     beam: list[int] = dataclasses.field(default_factory=lambda: [8, 32, 64])
+    predict_beam: list[int] = dataclasses.field(default_factory=list)
     dropouts: list[float] = dataclasses.field(default_factory=lambda: [0.2, 0.25, 0.3, 0.3])
     lr_clf: float = 0.02
     lr_enc: float = 0.005
@@ -132,13 +140,16 @@ class CascadeXMLParams(Params):
         enc = self.encoder
         if enc.pooling not in POOLINGS:
             raise ParamsError(f"backbone_params.encoder.pooling={enc.pooling!r}: expected one of {POOLINGS}")
-        if any(not layers or min(layers) < 1 for layers in enc.layers):
+        if any(not layers or 0 in layers for layers in enc.layers):
             raise ParamsError(
-                f"backbone_params.encoder.layers={enc.layers!r}: expected one non-empty list of "
-                "layer numbers >= 1 per level"
+                f"backbone_params.encoder.layers={enc.layers!r}: expected non-empty lists of layer "
+                "numbers (1 = the first, -1 = the last; 0 is none), one per level or the last repeating"
             )
         if not self.beam or min(self.beam) < 1:
             raise ParamsError(f"backbone_params.beam={self.beam!r}: expected integers >= 1, one per cluster level")
+        if self.predict_beam and min(self.predict_beam) < 1:
+            raise ParamsError(
+                f"backbone_params.predict_beam={self.predict_beam!r}: expected integers >= 1 (empty: beam)")
         if not self.dropouts or not all(0 <= d < 1 for d in self.dropouts):
             raise ParamsError(f"backbone_params.dropouts={self.dropouts!r}: expected numbers in [0, 1)")
         if self.score not in SCORES:
@@ -155,7 +166,7 @@ class CascadeXMLParams(Params):
 
 
 PAPER = {
-    "encoder": {"frozen": False, "pooling": "cls", "tfidf": False, "max_len": 128},
+    "encoder": {"frozen": False, "pooling": "cls", "tfidf": False, "max_len": 128, "layers": []},
     "tree": {"branch_bits": 3, "leaf_size": 8, "cluster_levels": 3, "features": "centroids", "walk_len": 400},
     "beam": [128, 256, 512],
     "dropouts": [0.2, 0.25, 0.35, 0.5],

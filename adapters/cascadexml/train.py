@@ -86,6 +86,7 @@ class CascadeXMLBackbone(Backbone):
         return CascadeModule(
             ds.num_labels, depths, layers, used, hidden,
             beam=p.per_level(p.beam, levels - 1, "beam"),
+            predict_beam=p.per_level(p.predict_beam, levels - 1, "predict_beam") if p.predict_beam else None,
             dropouts=p.per_level(p.dropouts, levels, "dropouts"),
             codes=codes, encoder=encoder,
             vocab_size=tfidf.vocab_size if enc.tfidf else 0, bag_dim=enc.bag_dim if enc.tfidf else 0,
@@ -104,14 +105,20 @@ class CascadeXMLBackbone(Backbone):
         return depths
 
     def level_layers(self, model_path: str, levels: int) -> tuple[list[list[int]], int]:
-        """Per level, the encoder layers it reads (``encoder.layers`` or the paper's recipe
-        scaled to the encoder), and the encoder's hidden size."""
+        """Per level, the encoder layers it reads (``encoder.layers``, negative numbers counted
+        from the last layer, the last list repeating; empty: the paper's recipe scaled to the
+        encoder), and the encoder's hidden size."""
         depth, hidden = encoder_depth(model_path)
-        layers = [list(x) for x in self.params.encoder.layers] or default_level_layers(depth, levels)
-        if len(layers) != levels or max(max(x) for x in layers) > depth:
+        given = [list(x) for x in self.params.encoder.layers]
+        layers = (
+            [[x if x > 0 else depth + 1 + x for x in ls]
+             for ls in self.params.per_level(given, levels, "encoder.layers")]
+            if given else default_level_layers(depth, levels)
+        )
+        if min(min(x) for x in layers) < 1 or max(max(x) for x in layers) > depth:
             raise ValueError(
-                f"backbone_params.encoder.layers={layers}: expected {levels} lists (one per level) "
-                f"of layer numbers in 1..{depth}"
+                f"backbone_params.encoder.layers={given}: layers {layers} are outside 1..{depth} "
+                f"(the encoder's depth); negative numbers count from the last layer"
             )
         return layers, hidden
 
