@@ -175,17 +175,26 @@ class CascadeModule(nn.Module):
 
     # -- inference -------------------------------------------------------------------------------
     @torch.no_grad()
-    def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def walk(self, inputs: dict) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """The inference beam: ``(kept, ids, score)``: per cluster level the node ids kept
+        ``[B, predict_beam[i]]``, then the final label candidates and their scores (padding id
+        ``L``, not yet masked)."""
         feats = self.level_features(inputs)
         logp = nn.functional.logsigmoid(self.scores(0, feats[0], None).float())
         ids = torch.arange(logp.shape[1], device=logp.device).expand_as(logp)
         parent = torch.zeros_like(logp)
+        kept_per_level = []
         for level in range(1, self.num_levels):
             top = logp.topk(min(self.predict_beam[level - 1], logp.shape[1]), dim=1)
             kept = ids.gather(1, top.indices)
+            kept_per_level.append(kept)
             ids = self.expand(level - 1, kept)
             parent = top.values.repeat_interleave(ids.shape[1] // kept.shape[1], dim=1)
             logp = nn.functional.logsigmoid(self.scores(level, feats[level], ids).float())
         score = logp + parent if self.score_mode == "weighted" else logp
+        return kept_per_level, ids, score
+
+    def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        _, ids, score = self.walk(inputs)
         pad = ids >= self.num_labels
         return ids.masked_fill(pad, -1), score.masked_fill(pad, float("-inf"))

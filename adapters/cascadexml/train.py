@@ -86,7 +86,7 @@ class CascadeXMLBackbone(Backbone):
         return CascadeModule(
             ds.num_labels, depths, layers, used, hidden,
             beam=p.per_level(p.beam, levels - 1, "beam"),
-            predict_beam=p.per_level(p.predict_beam, levels - 1, "predict_beam") if p.predict_beam else None,
+            predict_beam=p.per_level(p.predict_beam or p.beam, levels - 1, "predict_beam"),
             dropouts=p.per_level(p.dropouts, levels, "dropouts"),
             codes=codes, encoder=encoder,
             vocab_size=tfidf.vocab_size if enc.tfidf else 0, bag_dim=enc.bag_dim if enc.tfidf else 0,
