@@ -195,6 +195,8 @@ def test_cpu_preset_on_a_builtin_dataset(tmp_path, tiny_bert_dir, capsys):
     assert table["propensity"] == {"a": 0.55, "b": 1.5} and table["cells"]["renee"]["published"] is None
     assert os.path.exists(table["stages"]["features"]["config"])
     md = (out / "table.md").read_text()
+    assert "Changed with `--set`: `features.encoder=" in md and "`renee.optim.epochs=1`" in md
+    assert "Total wall time" in md
     assert "| Teacher alone (kNN, frozen) |" in md and 0 <= table["teacher"]["metrics"]["P@1"] <= 100
     assert os.path.exists(out / "stages" / "teacher_scores.json")
 

@@ -89,6 +89,19 @@ def nest_overrides(pairs: list[tuple[list[str], Any]]) -> dict[str, Any]:
     return out
 
 
+def flat_overrides(overrides: dict[str, Any]) -> list[str]:
+    """The inverse of :func:`nest_overrides`: ``STAGE.KEY=VALUE`` strings (values as JSON), sorted."""
+    import json
+
+    out = []
+    for key, value in overrides.items():
+        if isinstance(value, dict) and value:
+            out += [f"{key}.{item}" for item in flat_overrides(value)]
+        else:
+            out.append(f"{key}={json.dumps(value)}")
+    return sorted(out)
+
+
 def deep_merge(base: dict[str, Any], *updates: dict[str, Any]) -> dict[str, Any]:
     """``base`` with each update applied key by key (nested dicts merged, other values replaced)."""
     out = copy.deepcopy(base)

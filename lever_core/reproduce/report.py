@@ -12,6 +12,7 @@ import numpy as np
 
 from lever.reproduce.cells import Context, cell_name, variants
 from lever.reproduce.config import METRIC_KEYS
+from lever.reproduce.params import flat_overrides
 from lever.utils.atomic import write_json_atomic, write_text_atomic
 
 LABELS = {"plain": "", "label_rows": " + label rows", "lever": " + LEVER"}
@@ -37,6 +38,10 @@ def markdown(ctx: Context, stages: dict[str, Any], records: dict[str, dict[str, 
         + (" Rows in italics are the paper's (Tables 1/5); 'measured − paper' beneath them."
            if any(r["published"] for r in records.values()) else "")),
         "",
+    ]
+    if ctx.params.overrides:  # what differs from the config and the backbones' defaults
+        lines += ["Changed with `--set`: " + ", ".join(f"`{o}`" for o in flat_overrides(ctx.params.overrides)) + ".", ""]
+    lines += [
         "| model | " + " | ".join(METRIC_KEYS) + " | wall time |",
         "|---|" + "---|" * (len(METRIC_KEYS) + 1),
     ]
@@ -63,6 +68,13 @@ def markdown(ctx: Context, stages: dict[str, Any], records: dict[str, dict[str, 
     for name, s in stages.items():
         where = s.get("folder") or s.get("path")
         lines.append(f"| {name} | `{where}` | `{s.get('config') or '–'}` | {s.get('wall_seconds', 0) / 60:.1f} min |")
+    stage_s = sum(s.get("wall_seconds", 0) for s in [*stages.values(), teacher or {}])
+    cell_s = sum(r["wall_seconds"] for r in records.values())
+    # a sum of the recorded times, so a resumed run counts its work and not the pauses between runs
+    total = (f"Total wall time {(stage_s + cell_s) / 60:.1f} min: stages {stage_s / 60:.1f} min, "
+             f"cells {cell_s / 60:.1f} min (the sum of the recorded times; a resumed run counts its work, "
+             "not its pauses).")
+    lines += ["", total]
     lines += ["", "Each cell's resolved config: `runs/<cell>/config.json` (listed in table.json).", ""]
     notes = list(cfg.notes) + [f"{NAMES[b]}: {n}" for b in ctx.params.backbones for n in cfg.cells[b].notes]
     if stages.get("teacher", {}).get("note"):
